@@ -56,7 +56,8 @@ def _jsonable(x):
 def extract(yaml_path):
     """Extract the operations the fake serves from the full OpenAPI file."""
     import yaml  # python3-yaml; only needed for extraction
-    raw = open(yaml_path, "rb").read()
+    with open(yaml_path, "rb") as f:
+        raw = f.read()
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     spec = yaml.load(raw, Loader=loader)
 
