@@ -31,9 +31,11 @@
 struct tz;
 
 /*
- * A stretch of UTC time [start, end) over which the zone's offset is constant. Consecutive spans
- * may share an offset (a span never claims more than it knows), and the first and last spans are
- * clipped to a little beyond TZ_UTC_MIN..TZ_UTC_MAX rather than reaching to infinity.
+ * A stretch of UTC time [start, end) over which the zone's offset is constant. Spans partition
+ * time: every instant of a span reports that same span, and each span ends where the next
+ * begins. Consecutive spans may share an offset (a transition that only changes the
+ * abbreviation, or the hand-over from the file's table to its footer rule). The first and last
+ * spans are clipped to a little beyond TZ_UTC_MIN..TZ_UTC_MAX rather than reaching to infinity.
  */
 struct tz_span {
 	int64_t start;
@@ -93,7 +95,8 @@ int tzfile_utc_to_local(const struct tz *tz, int64_t utc, struct tm *ret_local);
  * @local falls into a gap (spring forward), 2 in an overlap (fall back; more only in pathological
  * zones). On success *ret_first and *ret_last receive the earliest and latest of them; in a gap
  * both receive the instant the gap ends, the first at which the wall clock shows a later time.
- * Returns -ERANGE if the date is outside years 1 to 9999.
+ * Only instants within TZ_UTC_MIN..TZ_UTC_MAX count; -ERANGE if there are none and no gap end
+ * in that range either (a date outside years 1 to 9999, give or take the offset).
  */
 int tzfile_local_to_utc(const struct tz *tz, const struct tm *local, int64_t *ret_first,
 			int64_t *ret_last);
