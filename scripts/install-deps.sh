@@ -11,11 +11,11 @@ packages=(
 	libcmocka-dev clang python3-yaml python3-jsonschema openssl sqlite3 tzdata ca-certificates
 	scdoc valgrind systemd
 	# packaging checks
-	debhelper devscripts lintian fakeroot
+	debhelper devscripts lintian fakeroot rpm procps
 )
 if [[ "${CCSYNC_WITH_CONTAINER_DEPS:-1}" == 1 ]]; then
 	# real-systemd end-to-end test (systemd-nspawn over a debootstrapped Debian 12 root)
-	packages+=(systemd-container debootstrap iproute2)
+	packages+=(systemd-container debootstrap iproute2 zstd)
 fi
 
 missing=()
