@@ -4,8 +4,9 @@
  * configuration, 1 otherwise); errors while running belong to the job that hit them.
  *
  * Shutdown order (libuv handles must be closed before the loop is, curl handles before their
- * sockets): stop accepting control connections, drain runs, clean up curl, close timers and
- * signals, run the loop until every close callback has fired, then uv_loop_close() must be 0.
+ * sockets): the service stops accepting commands and scheduling, drains running exports within
+ * shutdown_timeout_s, closes the client; then signals and the watchdog timer close, the loop runs
+ * until every close callback has fired, and uv_loop_close() must return 0.
  */
 #include "daemon.h"
 
@@ -16,12 +17,17 @@
 #include <sysexits.h>
 
 #include "build-config.h"
+#include "cron.h"
 #include "log.h"
+#include "tzfile.h"
 #include "util.h"
 
 int daemon_load_config(const struct daemon_options *opts, struct config *c, char *err,
 		       size_t errlen)
 {
+	struct cron_expr cron;
+	struct tz *tz = NULL;
+	char inner[256];
 	int r;
 
 	config_init(c);
@@ -36,7 +42,25 @@ int daemon_load_config(const struct daemon_options *opts, struct config *c, char
 		snprintf(c->control_socket, sizeof(c->control_socket), "%s", opts->socket);
 	if (opts->log_level >= 0)
 		c->log_level = opts->log_level;
-	return config_validate(c, err, errlen);
+	r = config_validate(c, err, errlen);
+	if (r < 0)
+		return r;
+	/* The schedule is configuration too: a typo must stop the start, not the first fire. */
+	if (cron_parse(c->default_schedule, &cron, inner, sizeof(inner)) < 0)
+		return set_error(err, errlen, -EINVAL, "%s: [schedule] default: %s",
+				 opts->config_path, inner);
+	if (tzfile_load(c->time_zone, NULL, &tz, inner, sizeof(inner)) < 0)
+		return set_error(err, errlen, -EINVAL, "%s: [schedule] time_zone: %s",
+				 opts->config_path, inner);
+	tzfile_free(tz);
+	return 0;
+}
+
+static void on_service_stopped(void *userdata)
+{
+	struct daemon *d = userdata;
+
+	uv_stop(&d->loop);
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -46,41 +70,51 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	if (d->stopping)
 		return;
 	d->stopping = true;
-	log_notice("Received %s, stopping", strsignal(signum));
+	log_notice("Received %s, stopping (running exports get up to %u s to checkpoint)",
+		   strsignal(signum), d->config->shutdown_timeout_s);
 	notify_stopping(&d->notify, "Stopping");
 	uv_signal_stop(&d->sigterm);
 	uv_signal_stop(&d->sigint);
 	uv_signal_stop(&d->sighup);
-	uv_stop(&d->loop);
+	if (d->service_started)
+		service_stop(&d->service, d->config->shutdown_timeout_s * 1000u, on_service_stopped,
+			     d);
+	else
+		uv_stop(&d->loop);
 }
 
 static void on_reload_signal(uv_signal_t *h, int signum)
 {
 	struct daemon *d = h->data;
-	struct config next;
-	char err[512];
+	struct config *next = d->config == &d->configs[0] ? &d->configs[1] : &d->configs[0];
+	char err[1024], line[256];
 	int r;
 
 	(void)signum;
 	notify_reloading(&d->notify);
-	r = daemon_load_config(d->options, &next, err, sizeof(err));
+	r = daemon_load_config(d->options, next, err, sizeof(err));
+	if (r >= 0) {
+		/* The database and socket are bound at start; changing them needs a restart. */
+		if (!streq(next->database, d->config->database) ||
+		    !streq(next->control_socket, d->config->control_socket))
+			log_warning("database and control_socket changes take effect at the next "
+				    "restart, ignoring");
+		snprintf(next->database, sizeof(next->database), "%s", d->config->database);
+		snprintf(next->control_socket, sizeof(next->control_socket), "%s",
+			 d->config->control_socket);
+		r = service_reload(&d->service, next, err, sizeof(err));
+	}
 	if (r < 0) {
 		log_error("Reload rejected, keeping the running configuration: %s", err);
 	} else {
-		/* The database and socket are bound at start; changing them needs a restart. */
-		if (!streq(next.database, d->config.database) ||
-		    !streq(next.control_socket, d->config.control_socket))
-			log_warning("database and control_socket changes take effect at the next "
-				    "restart, ignoring");
-		snprintf(next.database, sizeof(next.database), "%s", d->config.database);
-		snprintf(next.control_socket, sizeof(next.control_socket), "%s",
-			 d->config.control_socket);
+		control_server_reload(&d->service.control, next);
 		d->config = next;
 		log_setup(log_to_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR,
-			  d->config.log_level);
+			  d->config->log_level);
 		log_info("Configuration reloaded from %s", d->options->config_path);
 	}
-	notify_ready(&d->notify, "Idle");
+	service_status_line(&d->service, line, sizeof(line));
+	notify_ready(&d->notify, line);
 }
 
 static int signals_start(struct daemon *d)
@@ -109,20 +143,21 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 int daemon_main(const struct daemon_options *opts)
 {
 	static struct daemon d; /* static: large, and there is exactly one */
-	char err[1024];
+	char err[1024], line[256];
 	int r, status = 1;
 
 	d.options = opts;
+	d.config = &d.configs[0];
 	signal(SIGPIPE, SIG_IGN);
-	r = daemon_load_config(opts, &d.config, err, sizeof(err));
+	r = daemon_load_config(opts, d.config, err, sizeof(err));
 	if (r < 0) {
 		/* Before anything else starts, and on stderr too, so `systemctl status` shows it. */
 		log_crit("%s", err);
 		return EX_CONFIG;
 	}
-	log_setup(log_to_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR, d.config.log_level);
+	log_setup(log_to_journal() ? LOG_TARGET_JOURNAL : LOG_TARGET_STDERR, d.config->log_level);
 
-	r = store_open(d.config.database, STORE_OPEN_CREATE, 5000, &d.store, err, sizeof(err));
+	r = store_open(d.config->database, STORE_OPEN_CREATE, 5000, &d.store, err, sizeof(err));
 	if (r < 0) {
 		log_crit("%s", err);
 		return r == -EPROTO ? EX_CONFIG : 1;
@@ -131,7 +166,7 @@ int daemon_main(const struct daemon_options *opts)
 		int v = 0;
 		(void)store_version(d.store, &v);
 		printf("configuration %s: ok\ndatabase %s: ok (schema version %d)\n",
-		       opts->config_path, d.config.database, v);
+		       opts->config_path, d.config->database, v);
 		store_free(d.store);
 		return 0;
 	}
@@ -148,9 +183,19 @@ int daemon_main(const struct daemon_options *opts)
 		log_crit("Cannot set up signal handling: %s", uv_strerror(r));
 		goto out_loop;
 	}
+	d.service_started = true;
+	r = service_start(&d.service, &d.loop, d.config, d.store, &d.notify, err, sizeof(err));
+	if (r < 0) {
+		log_crit("%s", err);
+		d.stopping = true;
+		service_stop(&d.service, 0, on_service_stopped, &d);
+		(void)uv_run(&d.loop, UV_RUN_DEFAULT);
+		goto out_loop;
+	}
 
-	notify_ready(&d.notify, "Idle");
-	log_info("ccsyncd %s started (database %s)", CCSYNC_VERSION, d.config.database);
+	service_status_line(&d.service, line, sizeof(line));
+	notify_ready(&d.notify, line);
+	log_info("ccsyncd %s started (database %s)", CCSYNC_VERSION, d.config->database);
 	(void)uv_run(&d.loop, UV_RUN_DEFAULT);
 	status = 0;
 

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "notify.h"
+#include "service.h"
 #include "store.h"
 
 struct daemon_options {
@@ -23,10 +24,15 @@ struct daemon_options {
 
 struct daemon {
 	uv_loop_t loop;
-	struct config config;
+	/* Two buffers: a reload is parsed into the spare one and becomes current only when every
+	 * part accepted it, while the running parts keep pointing at the current one. */
+	struct config configs[2];
+	struct config *config;
 	const struct daemon_options *options;
 	struct store *store;
 	struct notify notify;
+	struct service service;
+	bool service_started;
 	uv_signal_t sigterm, sigint, sighup;
 	bool stopping;
 };

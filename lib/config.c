@@ -56,6 +56,7 @@ static const struct key keys[] = {
 	STR("constant_contact", "auth_base", auth_base),
 	STR("constant_contact", "ca_file", ca_file),
 	STR("constant_contact", "client_secret_file", client_secret_file),
+	STR("constant_contact", "redirect_uri", redirect_uri),
 	DBL("constant_contact", "requests_per_second", requests_per_second, 0.01, 1000.0),
 	U32("constant_contact", "daily_request_budget", daily_request_budget, 1, 100000000),
 	U32("constant_contact", "connect_timeout_ms", connect_timeout_ms, 100, 600000),
@@ -89,6 +90,9 @@ void config_init(struct config *c)
 	snprintf(c->api_base, sizeof(c->api_base), "https://api.cc.email/v3");
 	snprintf(c->auth_base, sizeof(c->auth_base),
 		 "https://authz.constantcontact.com/oauth2/default/v1");
+	/* Constant Contact only redirects to URIs registered with the application; the user pastes
+	 * the URL the browser ends on, so nothing needs to listen there. */
+	snprintf(c->redirect_uri, sizeof(c->redirect_uri), "https://localhost/ccsync/callback");
 	c->requests_per_second = 4.0;
 	c->daily_request_budget = 10000;
 	c->connect_timeout_ms = 10000;

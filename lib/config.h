@@ -37,6 +37,7 @@ struct config {
 	char auth_base[512];
 	char ca_file[CONFIG_PATH_MAX];	 /* empty = system trust store; only tests set this */
 	char client_secret_file[CONFIG_PATH_MAX]; /* empty = $CREDENTIALS_DIRECTORY/cc-client-secret */
+	char redirect_uri[512];		 /* registered redirect URI of the pkce/code flows */
 	double requests_per_second;
 	uint32_t daily_request_budget;
 	uint32_t connect_timeout_ms;
