@@ -549,6 +549,9 @@ int http_submit(struct http_engine *e, const struct http_request *req, http_done
 	SET(CURLOPT_PRIVATE, t);
 	SET(CURLOPT_ERRORBUFFER, t->errbuf);
 	SET(CURLOPT_NOSIGNAL, 1L);
+	/* The threaded resolver would make curl_easy_cleanup wait for a hanging getaddrinfo, which
+	 * stalls the whole loop (and a SIGTERM) while DNS is unreachable. */
+	SET(CURLOPT_QUICK_EXIT, 1L);
 	/* TLS cannot be turned off: https only, verified, TLS 1.2 or newer. */
 	SET(CURLOPT_PROTOCOLS_STR, "https");
 	SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");

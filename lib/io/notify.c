@@ -5,10 +5,15 @@
  */
 #include "notify.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
+#include <stddef.h>
 #include <unistd.h>
 
 static void on_watchdog_timer(uv_timer_t *t)
@@ -54,12 +59,43 @@ void notify_ready(struct notify *n, const char *status)
 	(void)sd_notifyf(0, "READY=1\nSTATUS=%s\nMAINPID=%lu", status, (unsigned long)getpid());
 }
 
+/*
+ * STATUS= changes often (every export change, every second of a run) and only ever describes
+ * the present, so it is sent without blocking: sd_notify's blocking send would stall the whole
+ * loop if the service manager stopped reading, and a dropped status line is replaced by the next.
+ */
+static void send_nonblocking(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t len;
+	int fd;
+
+	if (!path || (path[0] != '/' && path[0] != '@'))
+		return;
+	len = strlen(path);
+	if (len >= sizeof(sa.sun_path))
+		return;
+	memcpy(sa.sun_path, path, len);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = '\0'; /* abstract namespace */
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return;
+	(void)sendto(fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sa,
+		     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+	close(fd);
+}
+
 void notify_status(struct notify *n, const char *status)
 {
+	char msg[sizeof(n->status) + 8];
+
 	if (strcmp(n->status, status) == 0)
 		return;
 	snprintf(n->status, sizeof(n->status), "%s", status);
-	(void)sd_notifyf(0, "STATUS=%s", status);
+	snprintf(msg, sizeof(msg), "STATUS=%s", status);
+	send_nonblocking(msg);
 }
 
 void notify_reloading(struct notify *n)

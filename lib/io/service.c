@@ -384,21 +384,71 @@ static int op_list_cc_lists(void *ctx, struct control_call *call, int64_t connec
 	return 0;
 }
 
+/*
+ * Saving an export checks its list against Constant Contact "where reachable": the check gets a
+ * bounded time, so a save never hangs on an unreachable API; past it the export is saved with a
+ * warning (the control server treats every error but -ENOENT as "could not check").
+ */
+#define VALIDATE_LIST_TIMEOUT_MS 10000
+
+struct validation {
+	struct control_call *call;
+	uv_timer_t timer;
+	bool timed_out;
+	struct service *svc;
+};
+
+static void on_validation_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
 static void on_validate_list(const struct ccclient_result *res, void *userdata)
 {
-	control_call_done(userdata, res->error, NULL, res->error < 0 ? res->message : NULL);
+	struct validation *v = userdata;
+
+	uv_timer_stop(&v->timer);
+	if (v->timed_out)
+		control_call_done(v->call, -ETIMEDOUT, NULL,
+				  "Constant Contact did not answer within 10 s");
+	else
+		control_call_done(v->call, res->error, NULL, res->error < 0 ? res->message : NULL);
+	uv_close((uv_handle_t *)&v->timer, on_validation_closed);
+}
+
+static void on_validation_timeout(uv_timer_t *t)
+{
+	struct validation *v = t->data;
+
+	v->timed_out = true;
+	/* Completes on_validate_list synchronously with -ECANCELED. */
+	ccclient_cancel_owner(v->svc->cc, v);
 }
 
 static int op_validate_list(void *ctx, struct control_call *call, int64_t connection_id,
 			    const char *list_id)
 {
 	struct service *svc = ctx;
-	struct ccclient_call cc = { .connection_id = connection_id };
+	struct validation *v = calloc(1, sizeof(*v));
+	struct ccclient_call cc = { .connection_id = connection_id, .owner = v };
 	char err[512];
-	int r = ccclient_list_get(svc->cc, &cc, list_id, on_validate_list, call, err, sizeof(err));
+	int r;
 
-	if (r < 0)
+	if (!v || uv_timer_init(svc->loop, &v->timer) < 0) {
+		free(v);
+		control_call_done(call, -ENOMEM, NULL, "out of memory");
+		return 0;
+	}
+	v->call = call;
+	v->svc = svc;
+	v->timer.data = v;
+	r = ccclient_list_get(svc->cc, &cc, list_id, on_validate_list, v, err, sizeof(err));
+	if (r < 0) {
 		control_call_done(call, r, NULL, err);
+		uv_close((uv_handle_t *)&v->timer, on_validation_closed);
+		return 0;
+	}
+	(void)uv_timer_start(&v->timer, on_validation_timeout, VALIDATE_LIST_TIMEOUT_MS, 0);
 	return 0;
 }
 

@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -138,6 +139,11 @@ class Daemon:
             "constant_contact": {},
             "history": {},
         }
+        if not self.fake:
+            # Hermetic: a refused loopback port instead of the real API (and its DNS).
+            sections["constant_contact"].update({
+                "api_base": "https://127.0.0.1:9/v3",
+                "auth_base": "https://127.0.0.1:9/oauth2/default/v1"})
         if self.fake:
             sections["constant_contact"].update({
                 "api_base": self.fake.api_base, "auth_base": self.fake.auth_base,
@@ -161,6 +167,11 @@ class Daemon:
         self.notify.bind(notify_path)
         self.notify.settimeout(0.2)
         self.notifications = []
+        self.notify_lock = threading.Lock()
+        # Drained continuously, as systemd does: a full datagram queue would block the daemon's
+        # sd_notify and with it the whole loop.
+        self.notify_thread = threading.Thread(target=self._drain_notify, daemon=True)
+        self.notify_thread.start()
         env = dict(self.env, NOTIFY_SOCKET=notify_path)
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([CCSYNCD, "--config", self.config_path,
@@ -170,25 +181,30 @@ class Daemon:
             return self.wait_notification("READY=1", timeout=timeout)
         return None
 
-    def poll_notifications(self):
+    def _drain_notify(self):
+        sock = self.notify
         while True:
             try:
-                msg = self.notify.recv(4096).decode()
-            except (socket.timeout, BlockingIOError):
-                return
+                msg = sock.recv(4096).decode()
+            except socket.timeout:
+                continue
+            except OSError:
+                return  # closed by stop()
             fields = dict(line.split("=", 1) for line in msg.splitlines() if "=" in line)
-            self.notifications.append(fields)
+            with self.notify_lock:
+                self.notifications.append(fields)
 
-    def wait_notification(self, needle, timeout=20):
+    def wait_notification(self, needle, timeout=20, after=0):
+        """Waits for a notification with KEY=VALUE among those received from index after on."""
         key, value = needle.split("=", 1)
 
         def seen():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ccsyncd exited with {self.proc.returncode}:\n{self.log()}")
-            self.poll_notifications()
-            for n in self.notifications:
-                if n.get(key) == value:
-                    return n
+            with self.notify_lock:
+                for n in self.notifications[after:]:
+                    if n.get(key) == value:
+                        return n
             return None
         return wait_for(seen, timeout=timeout, interval=0.01, what=needle)
 

@@ -674,39 +674,6 @@ class ControlTest(unittest.TestCase):
         self.assert_refused("contributor", "audit", expect=DENIED)
         self.assert_refused("stranger", "audit", expect=DENIED)
 
-    def test_unwired_ops_say_not_available(self):
-        """The daemon as built from daemon.c today serves the control socket without a runner,
-        Constant Contact client or importer behind it. Until those ops are wired in, every
-        command that needs one must say so, exit 1, and change nothing: never a fake success.
-        Once they are wired, this test steps aside (the service's own tests cover them)."""
-        res = self.daemon.ctl("status", check=False)
-        if res.returncode == 0:
-            self.skipTest("this daemon provides the ops")
-        self.add_connection("conn-unwired", usable_by="admins_and_contributors",
-                            consent=True)
-        self.add_export("exp-unwired", "conn-unwired")
-        with self.daemon.db() as db:
-            run_id = db.execute("INSERT INTO runs (export_id, state, trigger) SELECT "
-                                "export_id, 'running', 'demand' FROM exports WHERE name = "
-                                "'exp-unwired'").lastrowid
-        path = os.path.join(self.workdir.path, "unwired.csv")
-        with open(path, "w") as f:
-            f.write("profile_id,email\nz1,z1@example.com\n")
-        for role, args in (("root", ["status"]), ("contributor", ["status"]),
-                           ("root", ["connection", "authorize", "conn-unwired"]),
-                           ("root", ["connection", "authorize", "conn-unwired", "--code",
-                                     "https://localhost/?code=x&state=y"]),
-                           ("contributor", ["lists", "conn-unwired"]),
-                           ("contributor", ["run", "exp-unwired"]),
-                           ("root", ["run", "exp-unwired", "--follow"]),
-                           ("root", ["cancel", str(run_id)]),
-                           ("root", ["import", "profiles", path])):
-            with self.subTest(args=args):
-                self.assert_refused(role, *args, expect=FAILED,
-                                    message="not available in this daemon build")
-        out = self.ctl("root", "refresh-done", json_out=True)
-        self.assertIsNone(out["runs"])  # recorded, and nothing claims to have started
-
     def test_cli_follow_rendering(self):
         """ccsyncctl's side of run --follow, against a scripted peer speaking the protocol:
         line-wise progress when not on a terminal, a progress bar on one, JSON Lines with
