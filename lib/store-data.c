@@ -509,7 +509,10 @@ static bool transition_allowed(enum store_data_run_state from, enum store_data_r
 static int run_set_state_locked(struct store *s, int64_t run_id, enum store_data_run_state to,
 				const char *error, char *err, size_t errlen)
 {
-	static const char SQL_COUNTS[] = "SELECT pending, rejected FROM runs WHERE run_id = ?1";
+	/* A dry run's pending counter is what it would have sent, not unfinished work. */
+	static const char SQL_COUNTS[] =
+		"SELECT CASE WHEN dry_run THEN 0 ELSE pending END, rejected FROM runs "
+		"WHERE run_id = ?1";
 	static const char SQL[] =
 		"UPDATE runs SET state = ?2, "
 		"started_at = CASE WHEN ?2 = 'running' THEN ?3 ELSE started_at END, "

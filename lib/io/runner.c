@@ -1115,13 +1115,6 @@ static void run_finalize(struct run *run)
 		char inner[256];
 
 		rr = store_data_run_set_state(r->store, run->run_id, to, msg, inner, sizeof(inner));
-		if (rr == -EINVAL && run->dry_run && to == STORE_DATA_RUN_SUCCEEDED) {
-			/* The store keeps "succeeded" for runs with nothing pending, and a
-			 * dry run's pending counter is what it would have sent. */
-			to = STORE_DATA_RUN_PARTIALLY_SUCCEEDED;
-			rr = store_data_run_set_state(r->store, run->run_id, to, msg, inner,
-						      sizeof(inner));
-		}
 		if (rr < 0)
 			run_log(run, LOG_ERR, NULL,
 				 "Recording the end of run %" PRId64 " failed: %s", run->run_id,
