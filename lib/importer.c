@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "store-data.h"
+#include "utf8.h"
 #include "util.h"
 
 #define ERR_MAX 512
@@ -92,35 +93,6 @@ static int buf_add(struct buf *b, const void *p, size_t n)
 	return 0;
 }
 
-/* Length of a well-formed UTF-8 sequence at p, or 0 (overlongs, surrogates, > U+10FFFF). */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-	size_t n;
-	uint32_t cp;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		n = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		n = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if ((size_t)(end - p) < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return n;
-}
-
 /* Checks UTF-8; returns SIZE_MAX when valid, else the 0-based byte offset of the first bad byte.
  * *ret_chars (may be NULL) gets the number of characters of valid text. */
 static size_t utf8_check(const char *s, size_t len, size_t *ret_chars)
@@ -129,7 +101,7 @@ static size_t utf8_check(const char *s, size_t len, size_t *ret_chars)
 	size_t chars = 0;
 
 	while (p < end) {
-		size_t n = utf8_seq(p, end);
+		size_t n = utf8_sequence_length(p, (size_t)(end - p));
 
 		if (n == 0)
 			return (size_t)(p - (const unsigned char *)s);
