@@ -29,7 +29,11 @@ static void help(void)
 
 		if (v->group && !streq(group, v->group))
 			group = v->group;
-		printf("  %s%s%s\n", v->group ? v->group : "", v->group ? " " : "", v->name);
+		char cmd[64];
+
+		snprintf(cmd, sizeof cmd, "%s%s%s", v->group ? v->group : "", v->group ? " " : "",
+			 v->name);
+		printf("  %-20s  %s\n", cmd, v->summary ? v->summary : "");
 	}
 	printf("\n"
 	       "Options:\n"

@@ -6,11 +6,13 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <sys/prctl.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <sqlite3.h>
@@ -62,6 +64,22 @@ int main(int argc, char **argv)
 	struct daemon_options opts = { .config_path = CCSYNC_CONFIG_PATH, .log_level = -1 };
 	enum log_target target = LOG_TARGET_AUTO;
 	int c;
+
+	/*
+	 * A run's batch buffers (encoded JSON, arenas) are a few MB each and freed per batch.
+	 * glibc's dynamic mmap threshold grows past them after the first free, so later batches
+	 * come from the heap and fragment it: 70 MB peak RSS for a 1M export instead of 58 MB.
+	 * A fixed 1 MiB threshold keeps big buffers in mmap, returned to the kernel on free.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 1 << 20);
+
+	/*
+	 * The daemon holds OAuth access and refresh tokens and client secrets in memory: no core
+	 * dump (which would land them in a file readable by whoever collects cores) and no
+	 * ptrace/proc-mem access by other processes of the same user. Before anything is read.
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		fprintf(stderr, "ccsyncd: cannot disable core dumps: %s\n", strerror(errno));
 
 	while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
 		switch (c) {

@@ -1550,31 +1550,39 @@ const struct ctl_verb ctl_verbs[] = {
 	  "[--usable-by=admins|admins_and_contributors]",
 	  "Adds a connection to a Constant Contact account (admins only). KEY is the API key of\n"
 	  "the Constant Contact application. --flow picks how it is authorized (default device);\n"
-	  "--usable-by says who may build exports on it (default admins).\n" COMMON_EXIT },
+	  "--usable-by says who may build exports on it (default admins).\n" COMMON_EXIT,
+	  "Add a connection to a Constant Contact account" },
 	{ "connection", "list", cmd_connection_list, "[--names]",
 	  "Lists connections (contributors see those they may use). --names prints names only.\n"
-	  COMMON_EXIT },
+	  COMMON_EXIT,
+	  "List connections" },
 	{ "connection", "show", cmd_connection_show, "NAME",
 	  "Shows a connection: flow, authorization state, consent, exports. Tokens are never\n"
-	  "shown to anyone.\n" COMMON_EXIT },
+	  "shown to anyone.\n" COMMON_EXIT,
+	  "Show a connection" },
 	{ "connection", "edit", cmd_connection_edit,
 	  "NAME [--name=NEW] [--client-id=KEY] [--flow=F] [--usable-by=U]",
 	  "Changes a connection (admins only). A new API key or flow deletes the stored tokens:\n"
-	  "authorize it again afterwards.\n" COMMON_EXIT },
+	  "authorize it again afterwards.\n" COMMON_EXIT,
+	  "Change a connection" },
 	{ "connection", "remove", cmd_connection_remove, "NAME",
 	  "Removes a connection at once (admins only): its running exports are cancelled, its\n"
 	  "stored tokens deleted, and its exports disabled with the reason recorded.\n"
-	  COMMON_EXIT },
+	  COMMON_EXIT,
+	  "Remove a connection" },
 	{ "connection", "authorize", cmd_connection_authorize, "NAME [--code=REDIRECT-URL]",
 	  "Authorizes ccsync to use the account (admins only). The device flow shows a code to\n"
 	  "enter at Constant Contact and waits; the pkce and code flows print a URL to open, then\n"
-	  "take the address you were redirected to with --code.\n" COMMON_EXIT },
+	  "take the address you were redirected to with --code.\n" COMMON_EXIT,
+	  "Authorize ccsync to use a connection's account" },
 	{ "connection", "consent", cmd_connection_consent, "NAME [--revoke]",
 	  "Records that you, by name, agree to send this data to the account (admins only). No\n"
-	  "export on the connection runs without it. --revoke withdraws it.\n" COMMON_EXIT },
+	  "export on the connection runs without it. --revoke withdraws it.\n" COMMON_EXIT,
+	  "Record or revoke data-privacy consent" },
 	{ NULL, "lists", cmd_lists, "CONNECTION",
 	  "Lists the Constant Contact lists of a connection's account: ID, name, member count.\n"
-	  COMMON_EXIT },
+	  COMMON_EXIT,
+	  "List the Constant Contact lists of a connection" },
 	{ "export", "add", cmd_export_add,
 	  "NAME --connection=C --list-id=ID --email-field=ATTR --segment=S [--segment=S...]\n"
 	  "       [--first-name-field=ATTR] [--last-name-field=ATTR] [--field=TARGET=ATTR...]\n"
@@ -1585,52 +1593,70 @@ const struct ctl_verb ctl_verbs[] = {
 	  "against Constant Contact when it can be reached; every mapped attribute must occur in\n"
 	  "the profiles; the segments must exist; --cron and --time-zone override the configured\n"
 	  "schedule. TARGET is a Constant Contact import key (job_title, phone, city, ...) or\n"
-	  "cf:NAME for a custom field. Saving never runs the export.\n" COMMON_EXIT },
+	  "cf:NAME for a custom field. Saving never runs the export.\n" COMMON_EXIT,
+	  "Add an export of segments to a list" },
 	{ "export", "list", cmd_export_list, "[--names]",
-	  "Lists exports (contributors see those on connections they may use).\n" COMMON_EXIT },
-	{ "export", "show", cmd_export_show, "NAME", "Shows an export's settings.\n" COMMON_EXIT },
+	  "Lists exports (contributors see those on connections they may use).\n" COMMON_EXIT,
+	  "List exports" },
+	{ "export", "show", cmd_export_show, "NAME", "Shows an export's settings.\n" COMMON_EXIT,
+	  "Show an export's settings" },
 	{ "export", "edit", cmd_export_edit,
 	  "NAME [--name=NEW] [the options of export add...] [--clear=SETTING...]",
 	  "Changes an export. --segment and --field replace the whole list of segments or further\n"
 	  "fields. --clear removes first-name-field, last-name-field, fields,\n"
 	  "mirror-max-remove-share, cron or time-zone (back to the default). The list and\n"
-	  "connection of an export that has run cannot change.\n" COMMON_EXIT },
+	  "connection of an export that has run cannot change.\n" COMMON_EXIT,
+	  "Change an export" },
 	{ "export", "remove", cmd_export_remove, "NAME",
 	  "Removes an export; a run in progress is cancelled. Its run history is kept.\n"
-	  COMMON_EXIT },
+	  COMMON_EXIT,
+	  "Remove an export" },
 	{ "export", "enable", cmd_export_enable, "NAME",
-	  "Enables an export: it runs on its schedule again.\n" COMMON_EXIT },
+	  "Enables an export: it runs on its schedule again.\n" COMMON_EXIT,
+	  "Enable an export" },
 	{ "export", "disable", cmd_export_disable, "NAME [--reason=TEXT]",
-	  "Disables an export: no scheduled or manual run until enabled.\n" COMMON_EXIT },
+	  "Disables an export: no scheduled or manual run until enabled.\n" COMMON_EXIT,
+	  "Disable an export" },
 	{ NULL, "run", cmd_run, "EXPORT [--follow] [--dry-run] [--full] [--force]",
 	  "Runs an export now. --follow shows progress until it ends (a progress bar on a\n"
 	  "terminal, one line per update otherwise; with --json, one JSON object per line) and\n"
 	  "exits 0 only if the run succeeded (possibly with rejected rows). --dry-run plans "
 	  "without\n"
 	  "sending; --full resends every contact; --force passes the mirror removal guard.\n"
-	  COMMON_EXIT },
-	{ NULL, "cancel", cmd_cancel, "RUN", "Cancels a queued or running run.\n" COMMON_EXIT },
+	  COMMON_EXIT,
+	  "Run an export now" },
+	{ NULL, "cancel", cmd_cancel, "RUN", "Cancels a queued or running run.\n" COMMON_EXIT,
+	  "Cancel a queued or running run" },
 	{ NULL, "refresh-done", cmd_refresh_done, "",
 	  "Tells ccsyncd that upstream finished refreshing the data: every export that follows\n"
-	  "refreshes runs.\n" COMMON_EXIT },
+	  "refreshes runs.\n" COMMON_EXIT,
+	  "Tell ccsyncd that upstream finished a refresh" },
 	{ NULL, "runs", cmd_runs, "[EXPORT] [--limit=N] [--before=RUN]",
-	  "Lists runs, newest first (default 20).\n" COMMON_EXIT },
-	{ NULL, "run-show", cmd_run_show, "RUN", "Shows a run with its batches.\n" COMMON_EXIT },
+	  "Lists runs, newest first (default 20).\n" COMMON_EXIT,
+	  "List runs, newest first" },
+	{ NULL, "run-show", cmd_run_show, "RUN", "Shows a run with its batches.\n" COMMON_EXIT,
+	  "Show a run with its batches" },
 	{ NULL, "rejected", cmd_rejected, "RUN [--csv|--json]",
-	  "Lists the rows a run rejected, with their reasons.\n" COMMON_EXIT },
+	  "Lists the rows a run rejected, with their reasons.\n" COMMON_EXIT,
+	  "List the rows a run rejected, with reasons" },
 	{ NULL, "status", cmd_status, "",
 	  "Shows the daemon's state: next refresh, running exports, request budget.\n"
-	  COMMON_EXIT },
-	{ NULL, "segments", cmd_segments, "", "Lists segments with member counts.\n" COMMON_EXIT },
+	  COMMON_EXIT,
+	  "Show the daemon's state" },
+	{ NULL, "segments", cmd_segments, "", "Lists segments with member counts.\n" COMMON_EXIT,
+	  "List segments with member counts" },
 	{ NULL, "import", cmd_import, "profiles|segment FILE [--format=csv|jsonl] [--segment=NAME]",
 	  "Imports profiles, or the complete membership of a segment, from CSV or JSON Lines\n"
 	  "(admins only). FILE - reads standard input. The segment's name defaults to the file's\n"
 	  "name without extension. All or nothing: an error names the line and imports nothing.\n"
-	  COMMON_EXIT },
+	  COMMON_EXIT,
+	  "Import profiles or a segment's membership" },
 	{ NULL, "audit", cmd_audit, "[--limit=N] [--before=ID]",
-	  "Shows the audit log, newest first (admins only).\n" COMMON_EXIT },
+	  "Shows the audit log, newest first (admins only).\n" COMMON_EXIT,
+	  "Show the audit log" },
 	{ NULL, "whoami", cmd_whoami, "", "Shows your user and role as ccsyncd sees them.\n"
-	  COMMON_EXIT },
+	  COMMON_EXIT,
+	  "Show your user and role" },
 };
 
 const size_t ctl_n_verbs = ELEMENTSOF(ctl_verbs);

@@ -16,6 +16,7 @@ struct ctl_verb {
 	int (*run)(struct ctl *ctl, int argc, char **argv); /* argv[0] is the verb */
 	const char *synopsis;	/* arguments after the command words */
 	const char *help;	/* what it does, its options */
+	const char *summary;	/* one line for the command list of ccsyncctl --help */
 };
 
 extern const struct ctl_verb ctl_verbs[];

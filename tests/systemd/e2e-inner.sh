@@ -293,6 +293,10 @@ e2e_export_run() {
 	check "run started event carries CCSYNC_EXPORT= ($export_id)" test -n "$export_id"
 	check "journalctl -u ccsync CCSYNC_EXPORT=$export_id finds the run's lines" \
 		sh -c "[ \$(journalctl -b -u ccsync.service CCSYNC_EXPORT=$export_id -o cat | wc -l) -ge 2 ]"
+	check "journalctl -u ccsync CCSYNC_EXPORT=$export_id has the run's started and succeeded events" \
+		sh -c "journalctl -b -u ccsync.service CCSYNC_EXPORT=$export_id -o export >$OUT/export-run.export &&
+			grep -qx 'MESSAGE_ID=3c1a0e6e2f5b4d0c9a3e8f1b7d2c6a01' $OUT/export-run.export &&
+			grep -qx 'MESSAGE_ID=3c1a0e6e2f5b4d0c9a3e8f1b7d2c6a02' $OUT/export-run.export"
 	check "run lines carry CCSYNC_RUN= and CCSYNC_CONNECTION=" \
 		sh -c "journalctl -b -u ccsync.service CCSYNC_EXPORT=$export_id -o export | grep -q '^CCSYNC_RUN=' &&
 			journalctl -b -u ccsync.service CCSYNC_EXPORT=$export_id -o export | grep -q '^CCSYNC_CONNECTION='"

@@ -91,7 +91,8 @@ def cli_commands():
     lines = r.stdout.split("Commands:\n", 1)[1].split("\n\n", 1)[0].splitlines() \
         if "Commands:" in r.stdout else []
     for line in lines:
-        words = line.split()
+        # "  export add            Add an export ...": the command, two spaces, its description.
+        words = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0].split()
         commands.setdefault(words[0], [])
         if len(words) > 1:
             commands[words[0]].append(words[1])
