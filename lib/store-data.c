@@ -597,24 +597,29 @@ static int run_set_plan_locked(struct store *s, int64_t run_id, const int64_t v[
 {
 	static const char SQL[] = "UPDATE runs SET selected = ?2, unchanged = ?3, sent = ?4, "
 				  "pending = ?5 WHERE run_id = ?1";
-	static const char SQL_BATCHES[] = "SELECT batches_total FROM runs WHERE run_id = ?1";
+	static const char SQL_BATCHES[] = "SELECT batches_total, sent, rejected FROM runs "
+					  "WHERE run_id = ?1";
 	sqlite3_stmt *st;
 	int r;
 
 	r = require_running(s, run_id, NULL, err, errlen);
 	if (r < 0)
 		return r;
-	/* The totals are absolute: once batches exist, confirmations have moved sent and
-	 * pending, and overwriting them would break the sum. */
+	/* The totals are absolute. Once batches exist, confirmations have moved sent and
+	 * pending, so new totals (a single-pass run learns its final ones only at the end of
+	 * the plan) must already account for them: sent may only grow, and selected must
+	 * still cover sent + rejected + unchanged + pending. */
 	st = prepare(s, SQL_BATCHES, &r);
 	if (!st)
 		return sql_error(s, err, errlen, r, "cannot record the plan");
 	sqlite3_bind_int64(st, 1, run_id);
 	r = step(s, st);
-	if (r > 0 && sqlite3_column_int64(st, 0) > 0)
+	if (r > 0 && sqlite3_column_int64(st, 0) > 0 &&
+	    (v[2] < sqlite3_column_int64(st, 1) ||
+	     v[0] != v[1] + v[2] + v[3] + sqlite3_column_int64(st, 2)))
 		r = set_error(err, errlen, -EINVAL,
-			      "run %" PRId64 " already has batches; its plan totals are recorded "
-			      "once, before the first batch",
+			      "run %" PRId64 " already has batches; new plan totals must keep "
+			      "its confirmed contacts and add up",
 			      run_id);
 	sqlite3_reset(st);
 	if (r < 0)
@@ -756,8 +761,34 @@ static int recover_locked(struct store *s, struct store_data_recovery *rec, int6
 		"UPDATE runs SET state = 'interrupted', finished_at = ?2, batches_done = "
 		"batches_done + ?3, error = coalesce(error, 'the daemon stopped during the run') "
 		"WHERE run_id = ?1";
+	/* A drained stop (SIGTERM) leaves the batches CC was processing 'submitted' in the
+	 * interrupted run, for the resume run to wait for: settle them in the history as well. */
+	static const char SQL_LEFT_RUNS[] =
+		"UPDATE runs SET batches_done = batches_done + (SELECT count(*) FROM run_batches b "
+		"WHERE b.run_id = runs.run_id AND b.state IN ('planned', 'submitted')) "
+		"WHERE state = 'interrupted' AND run_id IN (SELECT run_id FROM run_batches "
+		"WHERE state IN ('planned', 'submitted'))";
+	static const char SQL_LEFT_BATCHES[] =
+		"UPDATE run_batches SET state = 'abandoned', finished_at = ?1, "
+		"error = coalesce(error, 'the daemon stopped before the batch was confirmed; the "
+		"resume run re-plans its contacts') WHERE state IN ('planned', 'submitted') AND "
+		"run_id IN (SELECT run_id FROM runs WHERE state = 'interrupted')";
 	sqlite3_stmt *st;
 	int r = 0;
+
+	st = prepare(s, SQL_LEFT_RUNS, &r);
+	if (!st)
+		return r;
+	r = store_exec_stmt(s, st);
+	if (r < 0)
+		return r;
+	st = prepare(s, SQL_LEFT_BATCHES, &r);
+	if (!st)
+		return r;
+	sqlite3_bind_int64(st, 1, now);
+	r = store_exec_stmt(s, st);
+	if (r < 0)
+		return r;
 
 	st = prepare(s, SQL_RUNNING, &r);
 	if (!st)

@@ -129,8 +129,11 @@ int store_data_run_set_state(struct store *s, int64_t run_id, enum store_data_ru
 /*
  * Records a running run's plan totals: selected, unchanged, sent (contacts already confirmed by
  * the runs it resumes) and pending (contacts to send). rejected is not set here: it grows with
- * every store_data_rejected_add, so it always equals the run's rejected rows. Only while running
- * and before the first batch is added (-EINVAL otherwise): the totals are absolute.
+ * every store_data_rejected_add, so it always equals the run's rejected rows. Only while running.
+ * The totals are absolute: once a batch exists (a single-pass run records its final totals at
+ * the end of the plan, while batches are being confirmed) they must account for the
+ * confirmations so far — sent no lower than the run's sent, and selected = unchanged + sent +
+ * pending + the run's rejected — or -EINVAL.
  */
 int store_data_run_set_plan(struct store *s, int64_t run_id, int64_t selected, int64_t unchanged,
 			    int64_t already_sent, int64_t pending, char *err, size_t errlen);

@@ -54,12 +54,13 @@
 #define NO_STRING UINT32_MAX
 
 /*
- * An upsert run could read its plan once, sending as it goes, and save the second sort (about
- * 0.8 s of CPU per million members). That needs the final plan totals to be recorded after the
- * first batches were confirmed, which store_data_run_set_plan refuses (totals are recorded once,
- * before the first batch), so every run takes two passes for now.
+ * An upsert run (not dry, not mirror) reads its plan once, sending as it goes, and saves the
+ * second sort (about 0.8 s of CPU per million members). Its final plan totals are recorded after
+ * the first batches may have been confirmed; store_data_run_set_plan accepts them as long as they
+ * account for those confirmations. Dry and mirror runs keep two passes (the removal guard and
+ * the dry-run report need the whole plan before anything is sent).
  */
-#define RUNNER_SINGLE_PASS false
+#define RUNNER_SINGLE_PASS true
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -2725,6 +2726,26 @@ int runner_request(struct runner *r, const struct runner_request *req, int64_t *
 	if (req->trigger == STORE_DATA_TRIGGER_RESUME)
 		return set_error(err, errlen, -EINVAL, "resume runs are started by recovery only");
 	rr = store_data_run_create(r->store, &q, &run_id, inner, sizeof(inner));
+	if (rr == -EBUSY && store_data_run_active(r->store, req->export_id, &active) > 0) {
+		struct run *stale = run_find(r, active);
+
+		/* A run whose end could not be recorded (disk full, database locked) still reads
+		 * as active in the database though it is over: record its end now, or the export
+		 * would refuse every run until a restart (tests/reliability test_disk_full). */
+		if (!stale || stale->finalized) {
+			enum store_data_run_state to = stale ? stale->state : STORE_DATA_RUN_FAILED;
+			const char *why = stale && stale->final_error ? stale->final_error :
+					  "the end of the run could not be recorded";
+
+			if (store_data_run_set_state(r->store, active, to, why, inner,
+						     sizeof(inner)) >= 0)
+				rr = store_data_run_create(r->store, &q, &run_id, inner,
+							   sizeof(inner));
+			else
+				log_full(LOG_WARNING, NULL, "Recording the end of run %" PRId64
+					 " failed again: %s", active, inner);
+		}
+	}
 	if (rr == -EBUSY && store_data_run_active(r->store, req->export_id, &active) > 0) {
 		struct log_fields fields = { .export_id = req->export_id, .run_id = active };
 

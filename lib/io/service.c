@@ -680,9 +680,13 @@ static int op_import_end(void *ctx, void *session, json_t **ret_summary, char *e
 
 	(void)ctx;
 	r = importer_finish(session, &res, err, errlen);
-	importer_free(session);
+	/* On failure the session stays the control server's: it calls import_abort, which frees
+	 * it (control.h). Freeing it here too was a double free that killed the daemon on any
+	 * import that failed at its end, e.g. an unterminated quoted CSV field
+	 * (tests/reliability/test_bad_inputs.py). */
 	if (r < 0)
 		return r;
+	importer_free(session);
 	*ret_summary = json_pack("{s:I, s:I, s:I, s:I, s:b, s:I, s:I}", "rows",
 				 (json_int_t)res.rows, "inserted", (json_int_t)res.inserted,
 				 "updated", (json_int_t)res.updated, "segment_id",

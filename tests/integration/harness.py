@@ -174,7 +174,15 @@ class Daemon:
         self.notify_thread.start()
         env = dict(self.env, NOTIFY_SOCKET=notify_path)
         self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([CCSYNCD, "--config", self.config_path,
+        # CCSYNC_VALGRIND=1 (meson test --setup valgrind): ccsyncd under memcheck; any error or
+        # leak makes it exit 99, which the tests' exit-status checks then report.
+        wrapper = []
+        if os.environ.get("CCSYNC_VALGRIND"):
+            wrapper = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+                       "--errors-for-leak-kinds=definite,indirect", "--track-fds=no",
+                       f"--log-file={self.log_path}.valgrind.%p"]
+            timeout *= 10
+        self.proc = subprocess.Popen([*wrapper, CCSYNCD, "--config", self.config_path,
                                       "--log-target", "stderr", *extra_args],
                                      stdout=self.logf, stderr=subprocess.STDOUT, env=env)
         if wait_ready:
@@ -256,6 +264,9 @@ class Daemon:
         finally:
             self.logf.close()
             self.notify.close()
+        if os.environ.get("CCSYNC_VALGRIND") and self.proc.returncode == 99:
+            raise AssertionError(f"valgrind memcheck found errors or leaks in ccsyncd: see "
+                                 f"{self.log_path}.valgrind.{self.proc.pid}")
         return self.proc.returncode
 
     def kill(self):

@@ -315,10 +315,13 @@ static void test_batch_lifecycle(void **state)
 	assert_int_equal(store_data_batch_add(f->s, run, 1, STORE_DATA_BATCH_IMPORT, 2, 300, f->err,
 					      sizeof(f->err)),
 			 0);
-	/* Plan totals are absolute: recorded once, before the first batch. */
-	assert_int_equal(store_data_run_set_plan(f->s, run, 3, 0, 0, 3, f->err, sizeof(f->err)),
+	/* Plan totals are absolute: after the first batch (a single-pass run's final totals)
+	 * they must still add up and keep what was confirmed. */
+	assert_int_equal(store_data_run_set_plan(f->s, run, 3, 0, 0, 2, f->err, sizeof(f->err)),
 			 -EINVAL);
 	assert_non_null(strstr(f->err, "already has batches"));
+	assert_int_equal(store_data_run_set_plan(f->s, run, 3, 1, 0, 2, f->err, sizeof(f->err)), 0);
+	assert_int_equal(store_data_run_set_plan(f->s, run, 3, 0, 0, 3, f->err, sizeof(f->err)), 0);
 	assert_int_equal(store_data_batch_add(f->s, run, 1, STORE_DATA_BATCH_IMPORT, 2, 300, f->err,
 					      sizeof(f->err)),
 			 -EEXIST);
