@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "utf8.h"
 #include "util.h"
 
 #define MAX_KEPT_TEXT 1000	  /* bytes kept of any string from a response */
@@ -45,48 +46,6 @@ bool ccapi_id_valid(const char *s)
 	return s[CCAPI_ID_LEN] == '\0';
 }
 
-/* Length of the valid UTF-8 sequence at p (n bytes available), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-	unsigned char c = p[0];
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		return n >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
-	if (c >= 0xe0 && c <= 0xef) {
-		unsigned char lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-
-		if (n < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80)
-			return 0;
-		return 3;
-	}
-	if (c >= 0xf0 && c <= 0xf4) {
-		unsigned char lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-
-		if (n < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xc0) != 0x80 ||
-		    (p[3] & 0xc0) != 0x80)
-			return 0;
-		return 4;
-	}
-	return 0;
-}
-
-bool ccapi_utf8_valid(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0;
-
-	while (i < len) {
-		size_t k = utf8_seq(p + i, len - i);
-
-		if (!k)
-			return false;
-		i += k;
-	}
-	return true;
-}
-
 /*
  * Copies network text for keeping: control characters become spaces, invalid UTF-8 becomes '?',
  * and the result is cut (on a character boundary) at max bytes. NULL on OOM.
@@ -100,7 +59,7 @@ static char *clean_text(const char *s, size_t max)
 	if (!out)
 		return NULL;
 	for (size_t i = 0; i < n;) {
-		size_t k = utf8_seq(p + i, n - i);
+		size_t k = utf8_sequence_length(p + i, n - i);
 
 		if (!k) {
 			if (o + 1 > max)
@@ -273,7 +232,7 @@ static long put_json_string(struct buf *b, const char *s, size_t n)
 			}
 			chars++;
 		} else {
-			size_t k = utf8_seq(p + i, n - i);
+			size_t k = utf8_sequence_length(p + i, n - i);
 
 			if (!k)
 				return -EILSEQ;
@@ -358,7 +317,7 @@ static bool cf_key_valid(const char *key)
 	if (strncmp(key, "cf:", 3) != 0)
 		return false;
 	n = strlen(key + 3);
-	if (n == 0 || n > CF_NAME_MAX * 4 || !ccapi_utf8_valid(key + 3, n))
+	if (n == 0 || n > CF_NAME_MAX * 4 || !utf8_valid(key + 3, n))
 		return false;
 	for (const char *p = key + 3; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\')
@@ -560,7 +519,7 @@ int ccapi_import_add(struct ccapi_import *b, const char *email, const char *firs
 			r = set_error(err, errlen, -EINVAL,
 				      "\"%.100s\" is not a Constant Contact import field (use a "
 				      "standard key such as job_title, or cf:<custom field name>)",
-				      ccapi_utf8_valid(key, strlen(key)) ? key : "(invalid UTF-8)");
+				      utf8_valid(key, strlen(key)) ? key : "(invalid UTF-8)");
 			goto fail;
 		}
 		if (k && (streq(key, "email") || streq(key, "first_name") ||

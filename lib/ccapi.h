@@ -32,9 +32,6 @@
 /* True for a 36-character 8-4-4-4-12 hexadecimal UUID (list, contact, activity ids). */
 bool ccapi_id_valid(const char *s);
 
-/* Strict UTF-8 check (no overlongs, no surrogates, at most U+10FFFF). */
-bool ccapi_utf8_valid(const char *s, size_t len);
-
 /*
  * Parses a response body. Rejects duplicate keys and anything but an object or an array at the
  * top. Returns 0 and *ret (transfer full), or -EBADMSG with the reason in err.

@@ -39,6 +39,7 @@
 
 #include "email.h"
 #include "store-data.h"
+#include "utf8.h"
 #include "util.h"
 
 #define MAX_TARGETS (PLAN_MAX_FIELDS + 3) /* + email, first_name, last_name */
@@ -702,35 +703,6 @@ static size_t utf8_encode(uint32_t cp, unsigned char out[4])
 	return 4;
 }
 
-/* Length of a well-formed UTF-8 sequence at p (RFC 3629: no overlongs, no surrogates), or 0. */
-static size_t utf8_valid_at(const unsigned char *p, const unsigned char *end)
-{
-	size_t n;
-	uint32_t cp;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		n = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		n = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if ((size_t)(end - p) < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return n;
-}
-
 /*
  * Decodes the JSON string token s (with quotes) into out, appending; counts code points.
  * -EINVAL for text that cannot become a CC string: invalid UTF-8, an escaped NUL, a lone
@@ -820,7 +792,7 @@ static int json_unescape(const char *s, size_t len, struct buf *out, size_t limi
 		}
 		if (*p < 0x20)
 			return -EINVAL;
-		n = utf8_valid_at(p, end);
+		n = utf8_sequence_length(p, (size_t)(end - p));
 		if (n == 0)
 			return -EINVAL;
 		memcpy(o, p, n);
@@ -924,7 +896,7 @@ static bool valid_pid(const char *pid, size_t len)
 
 		if (*p == 0)
 			return false;
-		n = utf8_valid_at(p, end);
+		n = utf8_sequence_length(p, (size_t)(end - p));
 		if (n == 0)
 			return false;
 		p += n;

@@ -41,6 +41,7 @@
 #include "ratelimit.h"
 #include "store-auth.h"
 #include "store-internal.h"
+#include "utf8.h"
 #include "util.h"
 
 #define SECRET_FILE_MAX 4096
@@ -2342,7 +2343,7 @@ int ccclient_contact_by_email(struct ccclient *c, const struct ccclient_call *ca
 {
 	_cleanup_free_ char *e = NULL;
 
-	if (!email || !*email || strlen(email) > 320 || !ccapi_utf8_valid(email, strlen(email)))
+	if (!email || !*email || strlen(email) > 320 || !utf8_valid(email, strlen(email)))
 		return set_error(err, errlen, -EINVAL, "not an email address");
 	e = ccapi_url_escape(email);
 	if (!e)

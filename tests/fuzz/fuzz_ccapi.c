@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "ccapi.h"
+#include "utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -26,7 +27,7 @@ static void check_text(const char *s)
 {
 	if (!s)
 		return;
-	if (!ccapi_utf8_valid(s, strlen(s)))
+	if (!utf8_valid(s, strlen(s)))
 		abort();
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
 		if (*p < 0x20 || *p == 0x7f)

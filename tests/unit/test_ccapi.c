@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "ccapi.h"
+#include "utf8.h"
 #include "util.h"
 
 #define L1 "04fe9a97-a579-43c5-bb1a-58ed29bf0a6a"
@@ -54,15 +55,15 @@ static void test_ids_and_utf8(void **state)
 	assert_false(ccapi_id_valid("04fe9a97_a579-43c5-bb1a-58ed29bf0a6a"));
 	assert_false(ccapi_id_valid("04fe9a97-a579-43c5-bb1a-58ed29bf0a6g"));
 	assert_false(ccapi_id_valid(NULL));
-	assert_true(ccapi_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 16));
-	assert_false(ccapi_utf8_valid("\xc0\xaf", 2));		/* overlong '/' */
-	assert_false(ccapi_utf8_valid("\xe0\x80\xaf", 3));	/* overlong */
-	assert_false(ccapi_utf8_valid("\xed\xa0\x80", 3));	/* surrogate */
-	assert_false(ccapi_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
-	assert_false(ccapi_utf8_valid("\xc3", 1));		/* truncated */
-	assert_false(ccapi_utf8_valid("\x80", 1));		/* stray continuation */
-	assert_false(ccapi_utf8_valid("\xff", 1));
-	assert_true(ccapi_utf8_valid("\xf4\x8f\xbf\xbf", 4));	/* U+10FFFF */
+	assert_true(utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 16));
+	assert_false(utf8_valid("\xc0\xaf", 2));		/* overlong '/' */
+	assert_false(utf8_valid("\xe0\x80\xaf", 3));	/* overlong */
+	assert_false(utf8_valid("\xed\xa0\x80", 3));	/* surrogate */
+	assert_false(utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+	assert_false(utf8_valid("\xc3", 1));		/* truncated */
+	assert_false(utf8_valid("\x80", 1));		/* stray continuation */
+	assert_false(utf8_valid("\xff", 1));
+	assert_true(utf8_valid("\xf4\x8f\xbf\xbf", 4));	/* U+10FFFF */
 }
 
 static void test_import_exact_body(void **state)
