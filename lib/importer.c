@@ -417,7 +417,7 @@ static int csv_finish(struct importer *im)
 	case CSV_FIELD_START:
 		if (im->n_fields == 0 && im->record.len == 0)
 			return 0; /* the input ended with a line break */
-				  /* fall through */
+		__attribute__((fallthrough)); /* a last record without a line break */
 	case CSV_UNQUOTED:
 	case CSV_QUOTED_QUOTE:
 		return csv_end_field(im, im->state == CSV_QUOTED_QUOTE) ?: csv_end_record(im);

@@ -1245,8 +1245,8 @@ static bool in_resume_chain(const struct plan *p, int64_t run_id)
 	return false;
 }
 
-static void fill_reject(struct plan *p, enum plan_reason reason, const char *pid, const char *email,
-			const char *fmt, va_list ap)
+_printf_(5, 0) static void fill_reject(struct plan *p, enum plan_reason reason, const char *pid,
+				      const char *email, const char *fmt, va_list ap)
 {
 	vsnprintf(p->reason, sizeof(p->reason), fmt, ap);
 	p->item = (struct plan_item){

@@ -1207,7 +1207,8 @@ static void run_check_done(struct run *run)
 	run_finalize(run);
 }
 
-static void run_stop_v(struct run *run, enum stop_kind kind, int r, const char *fmt, va_list ap)
+_printf_(4, 0) static void run_stop_v(struct run *run, enum stop_kind kind, int r, const char *fmt,
+				      va_list ap)
 {
 	struct runner *rn = run->runner;
 	char buf[1024];

@@ -151,7 +151,7 @@ static void wait_all(struct fx *f, struct res *x, size_t n)
 		assert_int_equal(x[i].calls, 1);
 }
 
-static void exec(struct fx *f, const char *fmt, ...)
+_printf_(2, 3) static void exec(struct fx *f, const char *fmt, ...)
 {
 	char sql[2048], *msg = NULL;
 	va_list ap;

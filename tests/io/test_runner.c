@@ -62,7 +62,7 @@ struct fx {
 	bool drained;
 };
 
-static void exec(struct fx *f, const char *fmt, ...)
+_printf_(2, 3) static void exec(struct fx *f, const char *fmt, ...)
 {
 	char sql[4096], *msg = NULL;
 	va_list ap;
@@ -74,7 +74,7 @@ static void exec(struct fx *f, const char *fmt, ...)
 		fail_msg("%s: %s", sql, msg);
 }
 
-static int64_t qint(struct fx *f, const char *fmt, ...)
+_printf_(2, 3) static int64_t qint(struct fx *f, const char *fmt, ...)
 {
 	char sql[2048];
 	sqlite3_stmt *st;
