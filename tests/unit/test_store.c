@@ -10,6 +10,7 @@
 
 #include "store-internal.h"
 #include "store.h"
+#include "test-db.h"
 #include "test-helpers.h"
 
 struct fixture {
@@ -36,32 +37,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void raw_exec(const char *path, const char *sql)
-{
-	sqlite3 *db;
-	char *msg = NULL;
-
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-	sqlite3_close(db);
-}
-
-static int raw_int(const char *path, const char *sql)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	int v;
-
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	v = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return v;
-}
-
 static void test_fresh_database_reaches_latest(void **state)
 {
 	struct fixture *f = *state;
@@ -79,9 +54,9 @@ static void test_fresh_database_reaches_latest(void **state)
 	/* Tokens and personal data: owner-only, whatever the umask. */
 	assert_int_equal(stat(f->db, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	assert_int_equal(raw_int(f->db, "PRAGMA user_version"), store_latest_version());
+	assert_int_equal((int)test_db_int64(f->db, "PRAGMA user_version"), store_latest_version());
 	/* Every table the design names exists. */
-	assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
+	assert_int_equal((int)test_db_int64(f->db, "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
 				 "name IN ('profiles','segments','segment_members','connections',"
 				 "'connection_tokens','exports','export_segments','export_fields',"
 				 "'schedules','runs','run_batches','rejected_rows','sync_state',"
@@ -97,10 +72,10 @@ static void test_reopen_is_idempotent(void **state)
 
 	assert_int_equal(store_open(f->db, STORE_OPEN_CREATE, 1000, &s, err, sizeof(err)), 0);
 	store_free(s);
-	raw_exec(f->db, "INSERT INTO segments (name) VALUES ('kept')");
+	test_db_exec(f->db, "INSERT INTO segments (name) VALUES ('kept')");
 	assert_int_equal(store_open(f->db, 0, 1000, &s, err, sizeof(err)), 0);
 	store_free(s);
-	assert_int_equal(raw_int(f->db, "SELECT count(*) FROM segments WHERE name = 'kept'"), 1);
+	assert_int_equal((int)test_db_int64(f->db, "SELECT count(*) FROM segments WHERE name = 'kept'"), 1);
 }
 
 static void test_missing_without_create(void **state)
@@ -121,13 +96,13 @@ static void test_newer_database_refused(void **state)
 	char err[512] = "", pragma[64];
 
 	snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", store_latest_version() + 1);
-	raw_exec(f->db, pragma);
+	test_db_exec(f->db, pragma);
 	assert_int_equal(store_open(f->db, 0, 1000, &s, err, sizeof(err)), -EPROTO);
 	assert_null(s);
 	assert_non_null(strstr(err, "newer than this ccsync"));
 	/* Refusing must not touch the database. */
-	assert_int_equal(raw_int(f->db, "PRAGMA user_version"), store_latest_version() + 1);
-	assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema"), 0);
+	assert_int_equal((int)test_db_int64(f->db, "PRAGMA user_version"), store_latest_version() + 1);
+	assert_int_equal((int)test_db_int64(f->db, "SELECT count(*) FROM sqlite_schema"), 0);
 }
 
 static void test_garbage_file_refused(void **state)
@@ -153,11 +128,11 @@ static void test_failed_migration_rolls_back(void **state)
 	char err[512] = "";
 
 	/* A table in the way makes migration 1 fail half-way: nothing of it may remain. */
-	raw_exec(f->db, "CREATE TABLE runs (x)");
+	test_db_exec(f->db, "CREATE TABLE runs (x)");
 	assert_true(store_open(f->db, 0, 1000, &s, err, sizeof(err)) < 0);
 	assert_non_null(strstr(err, "migration"));
-	assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 0);
-	assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema WHERE name = 'profiles'"),
+	assert_int_equal((int)test_db_int64(f->db, "PRAGMA user_version"), 0);
+	assert_int_equal((int)test_db_int64(f->db, "SELECT count(*) FROM sqlite_schema WHERE name = 'profiles'"),
 			 0);
 }
 
@@ -195,7 +170,7 @@ static void test_snapshot_isolated_from_writer(void **state)
 	static const char count_sql[] = "SELECT count(*) FROM segment_members";
 
 	assert_int_equal(store_open(f->db, STORE_OPEN_CREATE, 1000, &s, err, sizeof(err)), 0);
-	raw_exec(f->db, "INSERT INTO segments (segment_id, name) VALUES (1, 's');"
+	test_db_exec(f->db, "INSERT INTO segments (segment_id, name) VALUES (1, 's');"
 			"INSERT INTO segment_members VALUES (1, 'p1'), (1, 'p2');");
 
 	assert_int_equal(store_begin_read(s), 0);

@@ -15,6 +15,7 @@
 
 #include "store-data.h"
 #include "store.h"
+#include "test-db.h"
 #include "test-helpers.h"
 
 #define LIST_ID "04fe9a97-a579-43c5-bb1a-58ed29bf0a6a"
@@ -28,30 +29,12 @@ struct fixture {
 
 static void raw_exec(struct fixture *f, const char *sql)
 {
-	sqlite3 *db;
-	char *msg = NULL;
-
-	assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
-	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-	sqlite3_close(db);
+	test_db_exec(f->db, sql);
 }
 
 static int64_t raw_int(struct fixture *f, const char *sql)
 {
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	int64_t v;
-
-	assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return v;
+	return test_db_int64(f->db, sql);
 }
 
 static void set_now(int64_t t)
