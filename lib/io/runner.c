@@ -353,6 +353,17 @@ struct runner {
 	unsigned n_allocated; /* run structs alive, linked or lingering */
 
 	uv_timer_t kick;
+	/*
+	 * Ends of runs the store refused to record (database locked past the busy timeout, disk
+	 * full): retried from the kick timer every second, so the history never shows a finished run
+	 * as running and the export is not blocked by it.
+	 */
+	struct unrecorded_end {
+		int64_t run_id;
+		enum store_data_run_state state;
+		char error[1024];
+	} unrecorded[16];
+	size_t n_unrecorded;
 	uv_timer_t drain_timer;
 	unsigned pending_closes;
 	bool draining, drain_timed_out, closing;
@@ -382,6 +393,7 @@ static void run_stop(struct run *run, enum stop_kind kind, int r, const char *fm
 static void send_pump(struct run *run);
 static void remove_pump(struct run *run);
 static void runner_kick(struct runner *r);
+static void on_kick(uv_timer_t *t);
 static void runner_maybe_done(struct runner *r);
 static void on_handle_closed(uv_handle_t *h);
 
@@ -1116,10 +1128,20 @@ static void run_finalize(struct run *run)
 		char inner[256];
 
 		rr = store_data_run_set_state(r->store, run->run_id, to, msg, inner, sizeof(inner));
-		if (rr < 0)
+		if (rr < 0) {
 			run_log(run, LOG_ERR, NULL,
-				 "Recording the end of run %" PRId64 " failed: %s", run->run_id,
-				 inner);
+				 "Recording the end of run %" PRId64 " failed: %s; retrying",
+				 run->run_id, inner);
+			if (r->n_unrecorded < ELEMENTSOF(r->unrecorded)) {
+				struct unrecorded_end *u = &r->unrecorded[r->n_unrecorded++];
+
+				u->run_id = run->run_id;
+				u->state = to;
+				snprintf(u->error, sizeof(u->error), "%s", msg ? msg : "");
+				if (!r->draining && !r->closing)
+					(void)uv_timer_start(&r->kick, on_kick, 1000, 0);
+			}
+		}
 	}
 	if (run->state == STORE_DATA_RUN_RUNNING && r->n_running > 0)
 		r->n_running--;
@@ -2583,6 +2605,23 @@ static void on_kick(uv_timer_t *t)
 
 	if (r->draining || r->closing)
 		return;
+	for (size_t i = 0; i < r->n_unrecorded;) {
+		struct unrecorded_end *u = &r->unrecorded[i];
+		char inner[256];
+
+		int rr = store_data_run_set_state(r->store, u->run_id, u->state,
+						  u->error[0] ? u->error : NULL, inner,
+						  sizeof(inner));
+
+		/* -EINVAL: already final (e.g. recorded by a later request); -ENOENT: purged. */
+		if (rr >= 0 || rr == -EINVAL || rr == -ENOENT) {
+			log_full(LOG_NOTICE, NULL, "Recorded the end of run %" PRId64 " (%s)",
+				 u->run_id, store_data_run_state_to_string(u->state) ?: "?");
+			r->unrecorded[i] = r->unrecorded[--r->n_unrecorded];
+			continue;
+		}
+		i++;
+	}
 	for (run = r->head; run && r->n_running < r->cfg.max_concurrent; run = next) {
 		next = run->next;
 		if (run->state != STORE_DATA_RUN_QUEUED || run->finalized)
@@ -2593,6 +2632,8 @@ static void on_kick(uv_timer_t *t)
 		next = run->linked ? run->next : r->head;
 		run_unref(run);
 	}
+	if (r->n_unrecorded > 0 && !r->draining && !r->closing)
+		(void)uv_timer_start(&r->kick, on_kick, 1000, 0);
 }
 
 static void runner_kick(struct runner *r)
