@@ -717,46 +717,49 @@ json_t *ctlproto_request_new(int64_t id, const char *command, json_t *args)
 	return m;
 }
 
-json_t *ctlproto_ok_new(int64_t id, json_t *result)
+/* Every reply is {"id": …, <kind>: value}; value is consumed in every case (json_object_set_new
+ * steals its reference even when it fails). */
+static json_t *reply_new(int64_t id, const char *kind, json_t *value)
 {
 	json_t *m = json_object();
 
-	if (!m || json_object_set_new(m, "id", id_value(id)) < 0 ||
-	    json_object_set_new(m, "ok", result ? result : json_null()) < 0) {
+	/* "id" goes first: replies read naturally in a log or a terminal. */
+	if (!m || json_object_set_new(m, "id", id_value(id)) < 0) {
+		json_decref(value);
+		json_decref(m);
+		return NULL;
+	}
+	if (!value || json_object_set_new(m, kind, value) < 0) {
 		json_decref(m);
 		return NULL;
 	}
 	return m;
+}
+
+json_t *ctlproto_ok_new(int64_t id, json_t *result)
+{
+	return reply_new(id, "ok", result ? result : json_null());
 }
 
 json_t *ctlproto_error_new(int64_t id, int r, const char *message)
 {
-	json_t *m = json_object(), *e = json_object();
+	json_t *e = json_object();
 
 	if (r >= 0)
 		r = -EIO; /* a caller bug, but still an error reply rather than a success */
-	if (!m || !e || json_object_set_new(e, "code", json_string(ctlproto_error_code(r))) < 0 ||
+	if (!e || json_object_set_new(e, "code", json_string(ctlproto_error_code(r))) < 0 ||
 	    json_object_set_new(e, "errno", json_integer(-r)) < 0 ||
 	    json_object_set_new(e, "message", json_string(message && *message ? message :
-							  strerror(-r))) < 0 ||
-	    json_object_set_new(m, "id", id_value(id)) < 0 ||
-	    json_object_set_new(m, "error", e) < 0) {
-		json_decref(m);
+							  strerror(-r))) < 0) {
+		json_decref(e);
 		return NULL;
 	}
-	return m;
+	return reply_new(id, "error", e);
 }
 
 json_t *ctlproto_progress_new(int64_t id, json_t *progress)
 {
-	json_t *m = json_object();
-
-	if (!m || json_object_set_new(m, "id", id_value(id)) < 0 ||
-	    json_object_set_new(m, "progress", progress ? progress : json_object()) < 0) {
-		json_decref(m);
-		return NULL;
-	}
-	return m;
+	return reply_new(id, "progress", progress ? progress : json_object());
 }
 
 int ctlproto_encode(json_t *msg, char **ret, size_t *ret_len)
