@@ -70,18 +70,14 @@ int store_auth_get_connection(struct store *s, int64_t connection_id,
 		"WHERE connection_id = ?1 AND removed_at IS NULL";
 	struct store_auth_connection c = { .connection_id = connection_id };
 	sqlite3_stmt *st = store_prepare(s, SQL);
-	int rc, r, flow, state;
+	int r, flow, state;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, connection_id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		r = -ENOENT;
-		goto out;
-	}
-	if (rc != SQLITE_ROW) {
-		r = store_error(s, rc) ?: -EIO;
+	r = store_step(s, st);
+	if (r <= 0) {
+		r = r ?: -ENOENT;
 		goto out;
 	}
 	flow = lookup(flow_names, ELEMENTSOF(flow_names), (const char *)sqlite3_column_text(st, 2));
@@ -124,18 +120,14 @@ int store_auth_get_tokens(struct store *s, int64_t connection_id, struct store_a
 		"WHERE connection_id = ?1";
 	struct store_auth_tokens t = { 0 };
 	sqlite3_stmt *st = store_prepare(s, SQL);
-	int rc, r;
+	int r;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, connection_id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		r = -ENOENT;
-		goto out;
-	}
-	if (rc != SQLITE_ROW) {
-		r = store_error(s, rc) ?: -EIO;
+	r = store_step(s, st);
+	if (r <= 0) {
+		r = r ?: -ENOENT;
 		goto out;
 	}
 	t.access_expires_at = sqlite3_column_int64(st, 1);
@@ -158,13 +150,13 @@ static int connection_live(struct store *s, int64_t connection_id)
 	static const char SQL[] =
 		"SELECT 1 FROM connections WHERE connection_id = ?1 AND removed_at IS NULL";
 	sqlite3_stmt *st = store_prepare(s, SQL);
-	int rc, r;
+	int r;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, connection_id);
-	rc = sqlite3_step(st);
-	r = rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : (store_error(s, rc) ?: -EIO);
+	r = store_step(s, st);
+	r = r > 0 ? 0 : r ?: -ENOENT;
 	sqlite3_reset(st);
 	return r;
 }
@@ -289,7 +281,7 @@ int store_auth_get_usage(struct store *s, const char *client_id, struct store_au
 	sqlite3_stmt *st = store_prepare(s, SQL);
 	const unsigned char *day;
 	int64_t requests;
-	int rc, r;
+	int r;
 
 	if (!st)
 		return -EIO;
@@ -298,13 +290,9 @@ int store_auth_get_usage(struct store *s, const char *client_id, struct store_au
 		r = store_error(s, r) ?: -EIO;
 		goto out;
 	}
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		r = -ENOENT;
-		goto out;
-	}
-	if (rc != SQLITE_ROW) {
-		r = store_error(s, rc) ?: -EIO;
+	r = store_step(s, st);
+	if (r <= 0) {
+		r = r ?: -ENOENT;
 		goto out;
 	}
 	day = sqlite3_column_text(st, 0);

@@ -16,6 +16,9 @@ sqlite3_stmt *store_prepare(struct store *s, const char *sql);
 /* Maps a SQLite result code to a negative errno and records sqlite3_errmsg for store_errmsg. */
 int store_error(struct store *s, int rc);
 
+/* Steps once: 1 on a row, 0 when done, negative errno on failure; the caller resets. */
+int store_step(struct store *s, sqlite3_stmt *st);
+
 /* Steps a statement that returns no rows, resets it; 0 or negative errno. */
 int store_exec_stmt(struct store *s, sqlite3_stmt *st);
 

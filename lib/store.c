@@ -122,6 +122,17 @@ sqlite3_stmt *store_prepare(struct store *s, const char *sql)
 	return NULL;
 }
 
+int store_step(struct store *s, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW)
+		return 1;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return store_error(s, rc) ?: -EIO;
+}
+
 int store_exec_stmt(struct store *s, sqlite3_stmt *st)
 {
 	int rc = sqlite3_step(st);
