@@ -184,29 +184,21 @@ int control_handle_whoami(struct control_request *h, json_t **ret)
 	return *ret ? 0 : -ENOMEM;
 }
 
-static int simple_op(struct control_request *h, int (*op)(void *, struct control_call *),
-		     control_finish_fn finish)
+int control_handle_status(struct control_request *h, json_t **ret)
 {
 	struct control_call *call;
 	int r;
 
-	if (!op) {
+	if (!h->srv->ops.status)
 		return control_op_missing(h);
-	}
-	r = control_start_call(h, finish, &call);
+	r = control_start_call(h, NULL, &call);
 	if (r < 0)
 		return r;
-	r = op(h->srv->ops.ctx, call);
+	r = h->srv->ops.status(h->srv->ops.ctx, call);
 	if (r < 0)
 		return control_op_refused(h, call, r);
 	return CONTROL_HANDLER_ASYNC;
 }
-
-int control_handle_status(struct control_request *h, json_t **ret)
-{
-	return simple_op(h, h->srv->ops.status, NULL);
-}
-
 
 int control_handle_audit(struct control_request *h, json_t **ret)
 {
@@ -265,9 +257,8 @@ int control_handle_import(struct control_request *h, json_t **ret)
 	int r;
 
 	if (!h->srv->ops.import_begin || !h->srv->ops.import_data || !h->srv->ops.import_end ||
-	    !h->srv->ops.import_abort) {
+	    !h->srv->ops.import_abort)
 		return control_op_missing(h);
-	}
 	if (streq(kind, "segment") && !segment)
 		return set_error(h->err, h->errlen, -EINVAL, "args.segment: required when "
 				 "importing a segment (the segment's name)");

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Run commands: run (on demand, optionally followed), cancel, refresh.done, and the history:
+ * Run commands: run (on demand, optionally followed), cancel, refresh_done, and the history:
  * runs, run.show, rejected, segments. Contributors see runs of the exports they may use only.
  */
 #include <errno.h>
