@@ -116,6 +116,28 @@ static int print_result(struct ctl *ctl, json_t *result)
 	return 0;
 }
 
+static int no_args_call(struct ctl *ctl, int argc, char **argv, const char *verb,
+			const char *command, json_t **ret)
+{
+	int c;
+
+	FOR_EACH_OPTION(argc, argv, "", (const struct option[]){ {} }, c)
+		return bad_option(NULL, verb, argv);
+	if (optind != argc)
+		return usage(NULL, verb, "unexpected argument \"%s\"", argv[optind]);
+	return ctl_call(ctl, command, NULL, NULL, NULL, ret);
+}
+
+/* Prints the table, or the line `empty` when it has no rows, and frees it. */
+static void print_table(struct ctl_table *t, const char *empty)
+{
+	if (t->nrows == 0)
+		printf("%s\n", empty);
+	else
+		ctl_table_print(t, stdout);
+	ctl_table_done(t);
+}
+
 /* ---- connections ---- */
 
 static const char *consent_text(json_t *c, char *buf, size_t len)
@@ -206,7 +228,7 @@ static int cmd_connection_add(struct ctl *ctl, int argc, char **argv)
 }
 
 static int list_names(struct ctl *ctl, const char *command, const char *group, int argc,
-		      char **argv, void (*print_table)(json_t *))
+		      char **argv, void (*render_table)(json_t *))
 {
 	static const struct option opts[] = {
 		{ "names", no_argument, NULL, 'n' },
@@ -232,7 +254,7 @@ static int list_names(struct ctl *ctl, const char *command, const char *group, i
 		json_array_foreach(res, i, e)
 			printf("%s\n", jstr(e, "name"));
 	} else if (!ctl->json) {
-		print_table(res);
+		render_table(res);
 	}
 	if (names) {
 		json_decref(res);
@@ -259,11 +281,7 @@ static void connection_table(json_t *res)
 
 		(void)ctl_table_add(&t, row);
 	}
-	if (t.nrows == 0)
-		printf("No connections. Add one with 'ccsyncctl connection add'.\n");
-	else
-		ctl_table_print(&t, stdout);
-	ctl_table_done(&t);
+	print_table(&t, "No connections. Add one with 'ccsyncctl connection add'.");
 }
 
 static int cmd_connection_list(struct ctl *ctl, int argc, char **argv)
@@ -271,23 +289,43 @@ static int cmd_connection_list(struct ctl *ctl, int argc, char **argv)
 	return list_names(ctl, "connection.list", "connection", argc, argv, connection_table);
 }
 
-/* Verbs whose only argument is one NAME and whose request carries it as key. */
-static int one_name(struct ctl *ctl, int argc, char **argv, const char *group, const char *verb,
-		    const char *command, const char *key, json_t **ret)
+/*
+ * Verbs whose only argument is one NAME, sent as key, and that take at most one option: --OPTION
+ * VALUE, sent under the option's own name (option NULL: none).
+ */
+static int one_name_with(struct ctl *ctl, int argc, char **argv, const char *group,
+			 const char *verb, const char *command, const char *key, const char *option,
+			 ctl_progress_fn progress, json_t **ret)
 {
+	const struct option opts[] = {
+		{ option, required_argument, NULL, 'o' },
+		{},
+	};
+	const char *value = NULL;
 	json_t *args;
 	int c;
 
-	FOR_EACH_OPTION(argc, argv, "", (const struct option[]){ {} }, c)
-		return bad_option(group, verb, argv);
+	/* Without an option, its entry has no name and ends the table at once. */
+	FOR_EACH_OPTION(argc, argv, "", opts, c) {
+		if (c != 'o')
+			return bad_option(group, verb, argv);
+		value = optarg;
+	}
 	if (optind + 1 != argc)
 		return usage(group, verb, "expected exactly one NAME");
 	args = json_object();
-	if (!args || set_str(args, key, argv[optind]) < 0) {
+	if (!args || set_str(args, key, argv[optind]) < 0 ||
+	    (value && set_str(args, option, value) < 0)) {
 		json_decref(args);
 		return OOM();
 	}
-	return ctl_call(ctl, command, args, NULL, NULL, ret);
+	return ctl_call(ctl, command, args, progress, NULL, ret);
+}
+
+static int one_name(struct ctl *ctl, int argc, char **argv, const char *group, const char *verb,
+		    const char *command, const char *key, json_t **ret)
+{
+	return one_name_with(ctl, argc, argv, group, verb, command, key, NULL, NULL, ret);
 }
 
 static int cmd_connection_show(struct ctl *ctl, int argc, char **argv)
@@ -435,27 +473,10 @@ static int on_authorize_progress(struct ctl *ctl, json_t *p, void *userdata)
 
 static int cmd_connection_authorize(struct ctl *ctl, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "code", required_argument, NULL, 'c' },
-		{},
-	};
-	const char *code = NULL;
-	json_t *args, *res = NULL;
-	int c, r;
+	json_t *res = NULL;
+	int r = one_name_with(ctl, argc, argv, "connection", "authorize", "connection.authorize",
+			      "connection", "code", on_authorize_progress, &res);
 
-	FOR_EACH_OPTION(argc, argv, "", opts, c) {
-		if (c != 'c')
-			return bad_option("connection", "authorize", argv);
-		code = optarg;
-	}
-	if (optind + 1 != argc)
-		return usage("connection", "authorize", "expected exactly one NAME");
-	args = json_pack("{s:s}", "connection", argv[optind]);
-	if (!args || (code && set_str(args, "code", code) < 0)) {
-		json_decref(args);
-		return OOM();
-	}
-	r = ctl_call(ctl, "connection.authorize", args, on_authorize_progress, NULL, &res);
 	if (r != 0)
 		return r;
 	if (!ctl->json) {
@@ -576,11 +597,7 @@ static void export_table(json_t *res)
 
 		(void)ctl_table_add(&t, row);
 	}
-	if (t.nrows == 0)
-		printf("No exports. Add one with 'ccsyncctl export add'.\n");
-	else
-		ctl_table_print(&t, stdout);
-	ctl_table_done(&t);
+	print_table(&t, "No exports. Add one with 'ccsyncctl export add'.");
 }
 
 static int cmd_export_list(struct ctl *ctl, int argc, char **argv)
@@ -806,11 +823,13 @@ static int cmd_export_edit(struct ctl *ctl, int argc, char **argv)
 	return export_save(ctl, argc, argv, true);
 }
 
+/* export remove, enable, disable: one NAME, at most one option, one line of result. */
 static int export_simple(struct ctl *ctl, int argc, char **argv, const char *verb,
-			 const char *command, const char *done)
+			 const char *command, const char *option, const char *done)
 {
 	json_t *res = NULL;
-	int r = one_name(ctl, argc, argv, "export", verb, command, "export", &res);
+	int r = one_name_with(ctl, argc, argv, "export", verb, command, "export", option, NULL,
+			      &res);
 
 	if (r != 0)
 		return r;
@@ -821,43 +840,18 @@ static int export_simple(struct ctl *ctl, int argc, char **argv, const char *ver
 
 static int cmd_export_remove(struct ctl *ctl, int argc, char **argv)
 {
-	return export_simple(ctl, argc, argv, "remove", "export.remove",
+	return export_simple(ctl, argc, argv, "remove", "export.remove", NULL,
 			     "removed (a run in progress is cancelled)");
 }
 
 static int cmd_export_enable(struct ctl *ctl, int argc, char **argv)
 {
-	return export_simple(ctl, argc, argv, "enable", "export.enable", "enabled");
+	return export_simple(ctl, argc, argv, "enable", "export.enable", NULL, "enabled");
 }
 
 static int cmd_export_disable(struct ctl *ctl, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "reason", required_argument, NULL, 'r' },
-		{},
-	};
-	const char *reason = NULL;
-	json_t *args, *res = NULL;
-	int c, r;
-
-	FOR_EACH_OPTION(argc, argv, "", opts, c) {
-		if (c != 'r')
-			return bad_option("export", "disable", argv);
-		reason = optarg;
-	}
-	if (optind + 1 != argc)
-		return usage("export", "disable", "expected exactly one NAME");
-	args = json_pack("{s:s}", "export", argv[optind]);
-	if (!args || (reason && set_str(args, "reason", reason) < 0)) {
-		json_decref(args);
-		return OOM();
-	}
-	r = ctl_call(ctl, "export.disable", args, NULL, NULL, &res);
-	if (r != 0)
-		return r;
-	if (!ctl->json)
-		printf("Export \"%s\" disabled.\n", jstr(json_object_get(res, "export"), "name"));
-	return print_result(ctl, res);
+	return export_simple(ctl, argc, argv, "disable", "export.disable", "reason", "disabled");
 }
 
 /* ---- runs ---- */
@@ -1034,18 +1028,28 @@ static int run_id_arg(int argc, char **argv, const char *verb, int64_t *ret)
 	return 0;
 }
 
-static int cmd_cancel(struct ctl *ctl, int argc, char **argv)
+/* Verbs whose only argument is one RUN id, sent as "run". */
+static int one_run(struct ctl *ctl, int argc, char **argv, const char *verb, const char *command,
+		   int64_t *ret_id, json_t **ret)
 {
-	json_t *res = NULL;
 	int64_t id;
 	int c, r;
 
 	FOR_EACH_OPTION(argc, argv, "", (const struct option[]){ {} }, c)
-		return bad_option(NULL, "cancel", argv);
-	r = run_id_arg(argc, argv, "cancel", &id);
+		return bad_option(NULL, verb, argv);
+	r = run_id_arg(argc, argv, verb, &id);
 	if (r != 0)
 		return r;
-	r = ctl_call(ctl, "cancel", json_pack("{s:I}", "run", (json_int_t)id), NULL, NULL, &res);
+	*ret_id = id;
+	return ctl_call(ctl, command, json_pack("{s:I}", "run", (json_int_t)id), NULL, NULL, ret);
+}
+
+static int cmd_cancel(struct ctl *ctl, int argc, char **argv)
+{
+	json_t *res = NULL;
+	int64_t id;
+	int r = one_run(ctl, argc, argv, "cancel", "cancel", &id, &res);
+
 	if (r != 0)
 		return r;
 	if (!ctl->json)
@@ -1057,13 +1061,8 @@ static int cmd_refresh_done(struct ctl *ctl, int argc, char **argv)
 {
 	json_t *res = NULL, *runs, *v;
 	size_t i;
-	int c, r;
+	int r = no_args_call(ctl, argc, argv, "refresh-done", "refresh_done", &res);
 
-	FOR_EACH_OPTION(argc, argv, "", (const struct option[]){ {} }, c)
-		return bad_option(NULL, "refresh-done", argv);
-	if (optind != argc)
-		return usage(NULL, "refresh-done", "unexpected argument \"%s\"", argv[optind]);
-	r = ctl_call(ctl, "refresh_done", NULL, NULL, NULL, &res);
 	if (r != 0)
 		return r;
 	if (!ctl->json) {
@@ -1082,33 +1081,58 @@ static int cmd_refresh_done(struct ctl *ctl, int argc, char **argv)
 	return print_result(ctl, res);
 }
 
-static int cmd_runs(struct ctl *ctl, int argc, char **argv)
+/* The request arguments of runs and audit from their paging options, --limit N and --before ID. */
+static int paging_args(int argc, char **argv, const char *verb, json_t **ret)
 {
 	static const struct option opts[] = {
 		{ "limit", required_argument, NULL, 'l' },
 		{ "before", required_argument, NULL, 'b' },
 		{},
 	};
-	static const char *const headers[] = { "RUN", "EXPORT", "STATE", "TRIGGER", "QUEUED",
-					       "FINISHED", "SELECTED", "SENT", "REJECTED" };
-	json_t *args = json_object(), *res = NULL, *e;
-	struct ctl_table t;
+	json_t *args = json_object();
 	int64_t v;
-	size_t i;
-	int c, r;
+	int c, r = 0;
 
 	if (!args)
 		return OOM();
 	FOR_EACH_OPTION(argc, argv, "", opts, c) {
-		if ((c != 'l' && c != 'b') || !parse_int(optarg, 1, CTLPROTO_MAX_ID, &v)) {
+		const char *key = c == 'l' ? "limit" : "before";
+
+		if (c != 'l' && c != 'b')
+			r = bad_option(NULL, verb, argv);
+		else if (!parse_int(optarg, 1, CTLPROTO_MAX_ID, &v))
+			r = usage(NULL, verb, "--limit and --before expect a positive number, not "
+				  "\"%s\"", optarg);
+		else if (json_object_set_new(args, key, json_integer(v)) < 0)
+			r = OOM();
+		if (r != 0) {
 			json_decref(args);
-			return c == 'l' || c == 'b' ? usage(NULL, "runs", "--limit and --before "
-							    "expect a positive number, not \"%s\"",
-							    optarg)
-						    : bad_option(NULL, "runs", argv);
+			return r;
 		}
-		json_object_set_new(args, c == 'l' ? "limit" : "before", json_integer(v));
 	}
+	*ret = args;
+	return 0;
+}
+
+/* "More: ccsyncctl VERB --before ID" when the reply says there is another page. */
+static void print_more(json_t *res, const char *verb)
+{
+	if (json_is_integer(json_object_get(res, "next_before")))
+		printf("More: ccsyncctl %s --before %lld\n", verb,
+		       (long long)jint(res, "next_before"));
+}
+
+static int cmd_runs(struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const headers[] = { "RUN", "EXPORT", "STATE", "TRIGGER", "QUEUED",
+					       "FINISHED", "SELECTED", "SENT", "REJECTED" };
+	json_t *args = NULL, *res = NULL, *e;
+	struct ctl_table t;
+	size_t i;
+	int r = paging_args(argc, argv, "runs", &args);
+
+	if (r != 0)
+		return r;
 	if (optind + 1 < argc) {
 		json_decref(args);
 		return usage(NULL, "runs", "expected at most one EXPORT");
@@ -1136,14 +1160,8 @@ static int cmd_runs(struct ctl *ctl, int argc, char **argv)
 		snprintf(id, sizeof(id), "%lld", (long long)jint(e, "id"));
 		(void)ctl_table_add(&t, row);
 	}
-	if (t.nrows == 0)
-		printf("No runs.\n");
-	else
-		ctl_table_print(&t, stdout);
-	if (json_is_integer(json_object_get(res, "next_before")))
-		printf("More: ccsyncctl runs --before %lld\n",
-		       (long long)jint(res, "next_before"));
-	ctl_table_done(&t);
+	print_table(&t, "No runs.");
+	print_more(res, "runs");
 	json_decref(res);
 	return 0;
 }
@@ -1156,14 +1174,8 @@ static int cmd_run_show(struct ctl *ctl, int argc, char **argv)
 	json_t *res = NULL, *b;
 	int64_t id;
 	size_t i;
-	int c, r;
+	int r = one_run(ctl, argc, argv, "run-show", "run.show", &id, &res);
 
-	FOR_EACH_OPTION(argc, argv, "", (const struct option[]){ {} }, c)
-		return bad_option(NULL, "run-show", argv);
-	r = run_id_arg(argc, argv, "run-show", &id);
-	if (r != 0)
-		return r;
-	r = ctl_call(ctl, "run.show", json_pack("{s:I}", "run", (json_int_t)id), NULL, NULL, &res);
 	if (r != 0)
 		return r;
 	if (ctl->json)
@@ -1261,6 +1273,7 @@ static int cmd_rejected(struct ctl *ctl, int argc, char **argv)
 			       json_is_true(json_object_get(e, "permanent")) ? "yes" : "no");
 		}
 	} else {
+		char empty[64];
 		json_t *e;
 		size_t i;
 
@@ -1274,26 +1287,11 @@ static int cmd_rejected(struct ctl *ctl, int argc, char **argv)
 			snprintf(seq, sizeof(seq), "%lld", (long long)jint(e, "seq"));
 			(void)ctl_table_add(&t, row);
 		}
-		if (t.nrows == 0)
-			printf("Run %lld has no rejected rows.\n", (long long)id);
-		else
-			ctl_table_print(&t, stdout);
-		ctl_table_done(&t);
+		snprintf(empty, sizeof(empty), "Run %lld has no rejected rows.", (long long)id);
+		print_table(&t, empty);
 	}
 	json_decref(all);
 	return 0;
-}
-
-static int no_args_call(struct ctl *ctl, int argc, char **argv, const char *verb,
-			const char *command, json_t **ret)
-{
-	int c;
-
-	FOR_EACH_OPTION(argc, argv, "", (const struct option[]){ {} }, c)
-		return bad_option(NULL, verb, argv);
-	if (optind != argc)
-		return usage(NULL, verb, "unexpected argument \"%s\"", argv[optind]);
-	return ctl_call(ctl, command, NULL, NULL, NULL, ret);
 }
 
 static int cmd_status(struct ctl *ctl, int argc, char **argv)
@@ -1342,41 +1340,21 @@ static int cmd_segments(struct ctl *ctl, int argc, char **argv)
 
 		(void)ctl_table_add(&t, row);
 	}
-	if (t.nrows == 0)
-		printf("No segments yet.\n");
-	else
-		ctl_table_print(&t, stdout);
-	ctl_table_done(&t);
+	print_table(&t, "No segments yet.");
 	json_decref(res);
 	return 0;
 }
 
 static int cmd_audit(struct ctl *ctl, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "limit", required_argument, NULL, 'l' },
-		{ "before", required_argument, NULL, 'b' },
-		{},
-	};
 	static const char *const headers[] = { "ID", "AT", "USER", "ACTION", "OBJECT" };
-	json_t *args = json_object(), *res = NULL, *e;
+	json_t *args = NULL, *res = NULL, *e;
 	struct ctl_table t;
-	int64_t v;
 	size_t i;
-	int c, r;
+	int r = paging_args(argc, argv, "audit", &args);
 
-	if (!args)
-		return OOM();
-	FOR_EACH_OPTION(argc, argv, "", opts, c) {
-		if ((c != 'l' && c != 'b') || !parse_int(optarg, 1, CTLPROTO_MAX_ID, &v)) {
-			json_decref(args);
-			return c == 'l' || c == 'b' ? usage(NULL, "audit", "--limit and --before "
-							    "expect a positive number, not \"%s\"",
-							    optarg)
-						    : bad_option(NULL, "audit", argv);
-		}
-		json_object_set_new(args, c == 'l' ? "limit" : "before", json_integer(v));
-	}
+	if (r != 0)
+		return r;
 	if (optind != argc) {
 		json_decref(args);
 		return usage(NULL, "audit", "unexpected argument \"%s\"", argv[optind]);
@@ -1403,14 +1381,8 @@ static int cmd_audit(struct ctl *ctl, int argc, char **argv)
 			(void)ctl_table_add(&t, row);
 		}
 	}
-	if (t.nrows == 0)
-		printf("The audit log is empty.\n");
-	else
-		ctl_table_print(&t, stdout);
-	if (json_is_integer(json_object_get(res, "next_before")))
-		printf("More: ccsyncctl audit --before %lld\n",
-		       (long long)jint(res, "next_before"));
-	ctl_table_done(&t);
+	print_table(&t, "The audit log is empty.");
+	print_more(res, "audit");
 	json_decref(res);
 	return 0;
 }

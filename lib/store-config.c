@@ -49,6 +49,77 @@ static int step_one_row(struct store *s, sqlite3_stmt *st)
 	return sqlite3_changes(store_db(s)) == 1 ? 0 : -ENOENT;
 }
 
+/* Reads the current row of st into *ret (a struct of the caller's row type); cleans up after itself
+ * on failure. */
+typedef int (*read_row_fn)(sqlite3_stmt *st, void *ret);
+
+/* Steps st for its one row and resets it: -ENOENT when there is none. */
+static int read_one_row(struct store *s, sqlite3_stmt *st, read_row_fn read_row, void *ret)
+{
+	int rc = sqlite3_step(st), r;
+
+	if (rc == SQLITE_ROW)
+		r = read_row(st, ret);
+	else if (rc == SQLITE_DONE)
+		r = -ENOENT;
+	else
+		r = store_error(s, rc) ?: -EIO;
+	sqlite3_reset(st);
+	return r;
+}
+
+/*
+ * Steps st to its end, reading each row into a new element (elem bytes) of a growing array, and
+ * resets it. *ret and *ret_n are set on failure too, to the rows read so far: the caller frees
+ * them with its array free either way.
+ */
+static int read_rows(struct store *s, sqlite3_stmt *st, size_t elem, read_row_fn read_row,
+		     void **ret, size_t *ret_n)
+{
+	void *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r = 0;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		r = grow(&v, &cap, n, elem);
+		if (r < 0)
+			break;
+		r = read_row(st, (char *)v + n * elem);
+		if (r < 0)
+			break;
+		n++;
+	}
+	if (r >= 0 && rc != SQLITE_DONE)
+		r = store_error(s, rc) ?: -EIO;
+	sqlite3_reset(st);
+	*ret = v;
+	*ret_n = n;
+	return r;
+}
+
+/* Runs an UPDATE of one live row, ?1 its id and ?2 the time: -ENOENT when there is no such row. */
+static int update_one_row(struct store *s, const char *sql, int64_t id, int64_t now)
+{
+	sqlite3_stmt *st = store_prepare(s, sql);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, now);
+	return step_one_row(s, st);
+}
+
+/* Runs a statement whose only parameter ?1 is an id. */
+static int exec_with_id(struct store *s, const char *sql, int64_t id)
+{
+	sqlite3_stmt *st = store_prepare(s, sql);
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, id);
+	return store_exec_stmt(s, st);
+}
+
 static int bind_opt_int(sqlite3_stmt *st, int idx, bool set, int64_t v)
 {
 	return set ? sqlite3_bind_int64(st, idx, v) : sqlite3_bind_null(st, idx);
@@ -91,7 +162,7 @@ void store_connection_array_free(struct store_connection *v, size_t n)
 	"AND e.removed_at IS NULL), c.created_at, c.updated_at FROM connections c "                \
 	"WHERE c.removed_at IS NULL "
 
-static int read_connection(sqlite3_stmt *st, struct store_connection *ret)
+static int read_connection(sqlite3_stmt *st, void *ret)
 {
 	struct store_connection c = {
 		.connection_id = sqlite3_column_int64(st, 0),
@@ -113,22 +184,8 @@ static int read_connection(sqlite3_stmt *st, struct store_connection *ret)
 		store_connection_done(&c);
 		return -ENOMEM;
 	}
-	*ret = c;
+	*(struct store_connection *)ret = c;
 	return 0;
-}
-
-static int connection_one(struct store *s, sqlite3_stmt *st, struct store_connection *ret)
-{
-	int rc = sqlite3_step(st), r;
-
-	if (rc == SQLITE_ROW)
-		r = read_connection(st, ret);
-	else if (rc == SQLITE_DONE)
-		r = -ENOENT;
-	else
-		r = store_error(s, rc) ?: -EIO;
-	sqlite3_reset(st);
-	return r;
 }
 
 int store_config_connection_insert(struct store *s, const char *name, const char *client_id,
@@ -165,7 +222,7 @@ int store_config_connection_get(struct store *s, int64_t connection_id,
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, connection_id);
-	return connection_one(s, st, ret);
+	return read_one_row(s, st, read_connection, ret);
 }
 
 int store_config_connection_find(struct store *s, const char *name, struct store_connection *ret)
@@ -176,31 +233,20 @@ int store_config_connection_find(struct store *s, const char *name, struct store
 	if (!st)
 		return -EIO;
 	store_bind_text(st, 1, name);
-	return connection_one(s, st, ret);
+	return read_one_row(s, st, read_connection, ret);
 }
 
 int store_config_connection_list(struct store *s, struct store_connection **ret, size_t *ret_n)
 {
 	static const char SQL[] = CONNECTION_COLUMNS "ORDER BY c.name";
 	sqlite3_stmt *st = store_prepare(s, SQL);
-	struct store_connection *v = NULL;
-	size_t n = 0, cap = 0;
-	int rc, r = 0;
+	struct store_connection *v;
+	size_t n;
+	int r;
 
 	if (!st)
 		return -EIO;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		r = grow((void **)&v, &cap, n, sizeof(*v));
-		if (r < 0)
-			break;
-		r = read_connection(st, &v[n]);
-		if (r < 0)
-			break;
-		n++;
-	}
-	if (r >= 0 && rc != SQLITE_DONE)
-		r = store_error(s, rc) ?: -EIO;
-	sqlite3_reset(st);
+	r = read_rows(s, st, sizeof(*v), read_connection, (void **)&v, &n);
 	if (r < 0) {
 		store_connection_array_free(v, n);
 		return r;
@@ -251,13 +297,8 @@ int store_config_connection_remove(struct store *s, int64_t connection_id, int64
 	static const char SQL[] =
 		"UPDATE connections SET removed_at = ?2, updated_at = ?2 "
 		"WHERE connection_id = ?1 AND removed_at IS NULL";
-	sqlite3_stmt *st = store_prepare(s, SQL);
 
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, connection_id);
-	sqlite3_bind_int64(st, 2, now);
-	return step_one_row(s, st);
+	return update_one_row(s, SQL, connection_id, now);
 }
 
 int store_config_connection_delete_tokens(struct store *s, int64_t connection_id,
@@ -342,7 +383,7 @@ void store_export_array_free(struct store_export *v, size_t n)
 	"FROM exports e JOIN connections c ON c.connection_id = e.connection_id "                 \
 	"LEFT JOIN schedules sc ON sc.export_id = e.export_id WHERE e.removed_at IS NULL "
 
-static int read_export(sqlite3_stmt *st, struct store_export *ret)
+static int read_export(sqlite3_stmt *st, void *ret)
 {
 	struct store_export e = {
 		.export_id = sqlite3_column_int64(st, 0),
@@ -371,7 +412,28 @@ static int read_export(sqlite3_stmt *st, struct store_export *ret)
 		store_export_done(&e);
 		return -ENOMEM;
 	}
-	*ret = e;
+	*(struct store_export *)ret = e;
+	return 0;
+}
+
+static int read_export_segment(sqlite3_stmt *st, void *ret)
+{
+	struct store_export_segment *seg = ret;
+
+	seg->segment_id = sqlite3_column_int64(st, 0);
+	return store_column_strdup(st, 1, &seg->name);
+}
+
+static int read_export_field(sqlite3_stmt *st, void *ret)
+{
+	struct store_export_field f = {};
+
+	if (store_column_strdup(st, 0, &f.target) < 0 ||
+	    store_column_strdup(st, 1, &f.source_field) < 0) {
+		free(f.target);
+		return -ENOMEM;
+	}
+	*(struct store_export_field *)ret = f;
 	return 0;
 }
 
@@ -386,68 +448,29 @@ static int export_load_children(struct store *s, struct store_export *e)
 		"SELECT target, source_field FROM export_fields WHERE export_id = ?1 "
 		"ORDER BY target";
 	sqlite3_stmt *st;
-	size_t cap = 0;
-	int rc, r = 0;
+	int r;
 
 	st = store_prepare(s, SQL_SEGMENTS);
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, e->export_id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		r = grow((void **)&e->segments, &cap, e->n_segments, sizeof(*e->segments));
-		if (r < 0)
-			break;
-		e->segments[e->n_segments].segment_id = sqlite3_column_int64(st, 0);
-		r = store_column_strdup(st, 1, &e->segments[e->n_segments].name);
-		if (r < 0)
-			break;
-		e->n_segments++;
-	}
-	if (r >= 0 && rc != SQLITE_DONE)
-		r = store_error(s, rc) ?: -EIO;
-	sqlite3_reset(st);
+	r = read_rows(s, st, sizeof(*e->segments), read_export_segment, (void **)&e->segments,
+		      &e->n_segments);
 	if (r < 0)
 		return r;
-
 	st = store_prepare(s, SQL_FIELDS);
 	if (!st)
 		return -EIO;
-	cap = 0;
 	sqlite3_bind_int64(st, 1, e->export_id);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct store_export_field *f;
-
-		r = grow((void **)&e->fields, &cap, e->n_fields, sizeof(*e->fields));
-		if (r < 0)
-			break;
-		f = &e->fields[e->n_fields];
-		if (store_column_strdup(st, 0, &f->target) < 0 ||
-		    store_column_strdup(st, 1, &f->source_field) < 0) {
-			/* count it so store_export_done frees the half-filled entry */
-			e->n_fields++;
-			r = -ENOMEM;
-			break;
-		}
-		e->n_fields++;
-	}
-	if (r >= 0 && rc != SQLITE_DONE)
-		r = store_error(s, rc) ?: -EIO;
-	sqlite3_reset(st);
-	return r;
+	return read_rows(s, st, sizeof(*e->fields), read_export_field, (void **)&e->fields,
+			 &e->n_fields);
 }
 
 static int export_one(struct store *s, sqlite3_stmt *st, struct store_export *ret)
 {
 	struct store_export e = {};
-	int rc = sqlite3_step(st), r;
+	int r = read_one_row(s, st, read_export, &e);
 
-	if (rc == SQLITE_ROW)
-		r = read_export(st, &e);
-	else if (rc == SQLITE_DONE)
-		r = -ENOENT;
-	else
-		r = store_error(s, rc) ?: -EIO;
-	sqlite3_reset(st);
 	if (r < 0)
 		return r;
 	r = export_load_children(s, &e);
@@ -485,24 +508,13 @@ int store_config_export_list(struct store *s, struct store_export **ret, size_t 
 {
 	static const char SQL[] = EXPORT_COLUMNS "ORDER BY e.name";
 	sqlite3_stmt *st = store_prepare(s, SQL);
-	struct store_export *v = NULL;
-	size_t n = 0, cap = 0;
-	int rc, r = 0;
+	struct store_export *v;
+	size_t n;
+	int r;
 
 	if (!st)
 		return -EIO;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		r = grow((void **)&v, &cap, n, sizeof(*v));
-		if (r < 0)
-			break;
-		r = read_export(st, &v[n]);
-		if (r < 0)
-			break;
-		n++;
-	}
-	if (r >= 0 && rc != SQLITE_DONE)
-		r = store_error(s, rc) ?: -EIO;
-	sqlite3_reset(st);
+	r = read_rows(s, st, sizeof(*v), read_export, (void **)&v, &n);
 	for (size_t i = 0; r >= 0 && i < n; i++)
 		r = export_load_children(s, &v[i]);
 	if (r < 0) {
@@ -550,18 +562,9 @@ static int export_write_children(struct store *s, const struct store_export *e, 
 	sqlite3_stmt *st;
 	int r;
 
-	st = store_prepare(s, SQL_DEL_SEGMENTS);
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, id);
-	r = store_exec_stmt(s, st);
-	if (r < 0)
-		return r;
-	st = store_prepare(s, SQL_DEL_FIELDS);
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, id);
-	r = store_exec_stmt(s, st);
+	r = exec_with_id(s, SQL_DEL_SEGMENTS, id);
+	if (r >= 0)
+		r = exec_with_id(s, SQL_DEL_FIELDS, id);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < e->n_segments; i++) {
@@ -667,13 +670,8 @@ int store_config_export_remove(struct store *s, int64_t export_id, int64_t now)
 	static const char SQL[] =
 		"UPDATE exports SET removed_at = ?2, updated_at = ?2 "
 		"WHERE export_id = ?1 AND removed_at IS NULL";
-	sqlite3_stmt *st = store_prepare(s, SQL);
 
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, export_id);
-	sqlite3_bind_int64(st, 2, now);
-	return step_one_row(s, st);
+	return update_one_row(s, SQL, export_id, now);
 }
 
 /* ---- audit log ---- */
@@ -725,6 +723,28 @@ int store_config_audit_add(struct store *s, const struct store_audit_entry *e, i
 	return 0;
 }
 
+static int read_audit_entry(sqlite3_stmt *st, void *ret)
+{
+	struct store_audit_entry e = {
+		.audit_id = sqlite3_column_int64(st, 0),
+		.at = sqlite3_column_int64(st, 1),
+		.has_uid = sqlite3_column_type(st, 2) != SQLITE_NULL,
+		.uid = sqlite3_column_int64(st, 2),
+	};
+
+	if (store_column_strdup(st, 3, &e.user_name) < 0 ||
+	    store_column_strdup(st, 4, &e.action) < 0 ||
+	    store_column_strdup(st, 5, &e.object_type) < 0 ||
+	    store_column_strdup(st, 6, &e.object_id) < 0 ||
+	    store_column_strdup(st, 7, &e.before_json) < 0 ||
+	    store_column_strdup(st, 8, &e.after_json) < 0) {
+		store_audit_entry_done(&e);
+		return -ENOMEM;
+	}
+	*(struct store_audit_entry *)ret = e;
+	return 0;
+}
+
 int store_config_audit_list(struct store *s, int64_t before, size_t limit,
 			    struct store_audit_entry **ret, size_t *ret_n)
 {
@@ -732,38 +752,15 @@ int store_config_audit_list(struct store *s, int64_t before, size_t limit,
 		"SELECT audit_id, at, uid, user_name, action, object_type, object_id, before_json, "
 		"after_json FROM audit_log WHERE audit_id < ?1 ORDER BY audit_id DESC LIMIT ?2";
 	sqlite3_stmt *st = store_prepare(s, SQL);
-	struct store_audit_entry *v = NULL;
-	size_t n = 0, cap = 0;
-	int rc, r = 0;
+	struct store_audit_entry *v;
+	size_t n;
+	int r;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, before > 0 ? before : INT64_MAX);
 	sqlite3_bind_int64(st, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct store_audit_entry *e;
-
-		r = grow((void **)&v, &cap, n, sizeof(*v));
-		if (r < 0)
-			break;
-		e = &v[n++];
-		e->audit_id = sqlite3_column_int64(st, 0);
-		e->at = sqlite3_column_int64(st, 1);
-		e->has_uid = sqlite3_column_type(st, 2) != SQLITE_NULL;
-		e->uid = sqlite3_column_int64(st, 2);
-		if (store_column_strdup(st, 3, &e->user_name) < 0 ||
-		    store_column_strdup(st, 4, &e->action) < 0 ||
-		    store_column_strdup(st, 5, &e->object_type) < 0 ||
-		    store_column_strdup(st, 6, &e->object_id) < 0 ||
-		    store_column_strdup(st, 7, &e->before_json) < 0 ||
-		    store_column_strdup(st, 8, &e->after_json) < 0) {
-			r = -ENOMEM;
-			break;
-		}
-	}
-	if (r >= 0 && rc != SQLITE_DONE)
-		r = store_error(s, rc) ?: -EIO;
-	sqlite3_reset(st);
+	r = read_rows(s, st, sizeof(*v), read_audit_entry, (void **)&v, &n);
 	if (r < 0) {
 		store_audit_entry_array_free(v, n);
 		return r;
