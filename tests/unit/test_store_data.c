@@ -890,7 +890,7 @@ static void check_scan(struct fixture *f, char **want, size_t n_want, bool with_
 
 	qsort(want, n_want, sizeof(*want), cmp_str);
 	assert_int_equal(
-		store_data_member_scan_open(f->s, 1, with_attributes, &sc, f->err, sizeof(f->err)),
+		store_data_member_scan_open(f->s, 1, with_attributes, -1, &sc, f->err, sizeof(f->err)),
 		0);
 	for (int pass = 0; pass < 2; pass++) {
 		n = 0;
@@ -979,7 +979,8 @@ static void test_member_scan(void **state)
 		int r;
 
 		assert_int_equal(
-			store_data_member_scan_open(f->s, 1, true, &sc, f->err, sizeof(f->err)), 0);
+			store_data_member_scan_open(f->s, 1, true, -1, &sc, f->err, sizeof(f->err)),
+			0);
 		while ((r = store_data_member_scan_next(sc, &row, f->err, sizeof(f->err))) > 0)
 			;
 		assert_int_equal(r, -EINVAL);
