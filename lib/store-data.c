@@ -1848,10 +1848,13 @@ int store_data_export_load(struct store *s, int64_t export_id, struct store_data
  * merged here, a profile that is in several segments coming out once. (SQL's DISTINCT over
  * several segments, followed by ORDER BY, would sort every member and its attribute document.)
  *
- * Attribute documents come one of two ways. When the members are a large part of all profiles,
- * one more cursor walks the whole profiles table in profile_id order alongside the members (a
- * merge join: about half the cost of a B-tree search per member); otherwise each segment cursor
- * joins its members' profiles in SQL. Both give the same rows.
+ * Attribute documents come one of three ways. Few members: each segment cursor joins its
+ * members' profiles in SQL. Many: one more cursor walks the profiles table in profile_id order
+ * alongside the members (a merge join: about half the cost of a B-tree search per member). That
+ * pays only while the members are a large part of all profiles, but counting the profiles to
+ * find out would read the whole table once more (as much I/O as the join itself): instead the
+ * merge gives up once it has read more than twice as many profiles as there are members, and
+ * looks the remaining members up one by one. All three give the same rows.
  */
 static const char SQL_SEGMENT_MEMBERS[] =
 	"SELECT m.profile_id, p.attributes FROM segment_members AS m "
@@ -1861,6 +1864,7 @@ static const char SQL_SEGMENT_MEMBER_IDS[] =
 	"SELECT profile_id, NULL FROM segment_members WHERE segment_id = ?1 ORDER BY profile_id";
 static const char SQL_ALL_PROFILES[] =
 	"SELECT profile_id, attributes FROM profiles ORDER BY profile_id";
+static const char SQL_PROFILE_LOOKUP[] = "SELECT attributes FROM profiles WHERE profile_id = ?1";
 
 /* Below this many members a merge join cannot win much; above, it pays for counting profiles. */
 #define MERGE_JOIN_MIN_MEMBERS 50000
@@ -1878,6 +1882,9 @@ struct store_data_member_scan {
 	struct member_cursor *cursors;
 	size_t n_cursors;
 	struct member_cursor profiles; /* merge join: every profile; st NULL otherwise */
+	uint64_t merge_budget;	       /* profiles the merge may read before it gives up */
+	uint64_t merge_read;
+	sqlite3_stmt *lookup; /* after giving up: one profile at a time */
 	struct store_data_member_row row;
 };
 
@@ -1928,23 +1935,21 @@ struct store_data_member_scan *store_data_member_scan_free(struct store_data_mem
 	for (size_t i = 0; i < sc->n_cursors; i++)
 		sqlite3_finalize(sc->cursors[i].st);
 	sqlite3_finalize(sc->profiles.st);
+	sqlite3_finalize(sc->lookup);
 	free(sc->cursors);
 	free(sc);
 	return NULL;
 }
 
-/* Would walking all profiles beat looking each member up? members < 0: not known yet. */
-static int want_merge_join(struct store *s, int64_t export_id, int64_t members, bool *ret)
+/* The member count (members < 0: not known yet, counted here). */
+static int count_members(struct store *s, int64_t export_id, int64_t members, int64_t *ret)
 {
 	static const char SQL_MEMBERS[] =
 		"SELECT count(*) FROM segment_members WHERE segment_id IN "
 		"(SELECT segment_id FROM export_segments WHERE export_id = ?1)";
-	static const char SQL_PROFILES[] = "SELECT count(*) FROM profiles";
 	_cleanup_reset_ sqlite3_stmt *a = NULL;
-	_cleanup_reset_ sqlite3_stmt *b = NULL;
 	int r = 0;
 
-	*ret = false;
 	/* Counting a million members costs as much as a tenth of the plan: a caller that
 	 * counted them already (plan_new, for the cap) passes its count. */
 	if (members < 0) {
@@ -1957,15 +1962,7 @@ static int want_merge_join(struct store *s, int64_t export_id, int64_t members, 
 			return r ?: -EIO;
 		members = sqlite3_column_int64(a, 0);
 	}
-	if (members < MERGE_JOIN_MIN_MEMBERS)
-		return 0;
-	b = prepare(s, SQL_PROFILES, &r);
-	if (!b)
-		return r;
-	r = step(s, b);
-	if (r <= 0)
-		return r ?: -EIO;
-	*ret = members * 2 >= sqlite3_column_int64(b, 0);
+	*ret = members;
 	return 0;
 }
 
@@ -1996,7 +1993,8 @@ int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_at
 	sqlite3_bind_int64(q, 1, export_id);
 	r = collect_ids(s, q, &ids, &n);
 	if (r >= 0 && with_attributes)
-		r = want_merge_join(s, export_id, members, &merge);
+		r = count_members(s, export_id, members, &members);
+	merge = with_attributes && members >= MERGE_JOIN_MIN_MEMBERS;
 	if (r < 0)
 		return r == -ENOMEM
 			       ? set_error(err, errlen, r, "out of memory")
@@ -2021,8 +2019,10 @@ int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_at
 			break;
 		sc->n_cursors++;
 	}
-	if (r >= 0 && merge)
+	if (r >= 0 && merge) {
 		r = prepare_cursor(s, &sc->profiles, SQL_ALL_PROFILES);
+		sc->merge_budget = 2 * (uint64_t)members;
+	}
 	if (r < 0) {
 		store_data_member_scan_free(sc);
 		return sql_error(s, err, errlen, r, "cannot prepare the member scan");
@@ -2031,14 +2031,43 @@ int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_at
 	return 0;
 }
 
+/* After the merge gave up: the attributes of pid, if that profile exists. */
+static int lookup_profile(struct store_data_member_scan *sc, const char *pid, size_t len)
+{
+	int r;
+
+	if (!sc->lookup) {
+		r = sqlite3_prepare_v3(store_db(sc->store), SQL_PROFILE_LOOKUP, -1,
+				       SQLITE_PREPARE_PERSISTENT, &sc->lookup, NULL);
+		if (r != SQLITE_OK)
+			return store_error(sc->store, r) ?: -EIO;
+	}
+	sqlite3_reset(sc->lookup);
+	if (sqlite3_bind_text(sc->lookup, 1, pid, (int)len, SQLITE_TRANSIENT) != SQLITE_OK)
+		return -ENOMEM;
+	r = step(sc->store, sc->lookup);
+	if (r <= 0 || sqlite3_column_type(sc->lookup, 0) == SQLITE_NULL)
+		return r < 0 ? r : 0;
+	sc->row.attributes = (const char *)sqlite3_column_text(sc->lookup, 0);
+	sc->row.attributes_len = (size_t)sqlite3_column_bytes(sc->lookup, 0);
+	return sc->row.attributes ? 0 : -ENOMEM;
+}
+
 /* Merge join: moves the profiles cursor to pid; the attributes if that profile exists. */
 static int merge_profile(struct store_data_member_scan *sc, const char *pid, size_t len)
 {
 	struct member_cursor *c = &sc->profiles;
 	int r;
 
+	if (sc->merge_read > sc->merge_budget)
+		return lookup_profile(sc, pid, len);
 	for (;;) {
 		if (c->must_step) {
+			if (++sc->merge_read > sc->merge_budget) {
+				/* Far more profiles than members: searching beats walking. */
+				sqlite3_reset(c->st);
+				return lookup_profile(sc, pid, len);
+			}
 			c->must_step = false;
 			r = cursor_step(sc->store, c);
 			if (r == -EMEDIUMTYPE) {
@@ -2129,7 +2158,12 @@ int store_data_member_scan_rewind(struct store_data_member_scan *sc)
 		sc->profiles.done = false;
 		sc->profiles.must_step = true;
 		sc->profiles.pid = NULL;
+		/* Once given up, the merge stays given up: the same snapshot, the same sizes. */
+		if (sc->merge_read <= sc->merge_budget)
+			sc->merge_read = 0;
 	}
+	if (sc->lookup)
+		sqlite3_reset(sc->lookup);
 	sc->row = (struct store_data_member_row){};
 	return 0;
 }
