@@ -1768,7 +1768,8 @@ int plan_next(struct plan *p, const struct plan_item **ret, char *err, size_t er
 			continue;
 		case PHASE_DEPARTED:
 			if (p->export->mirror && !p->departs)
-				r = store_data_sync_scan_open(p->store, p->export->export_id, true,
+				r = store_data_sync_scan_open(p->store, p->export->export_id,
+							      STORE_DATA_SYNC_CONTACT_ID,
 							      &p->departs, err, errlen);
 			if (r >= 0 && p->export->mirror)
 				r = departed_next(p, err, errlen);
@@ -1927,7 +1928,9 @@ int plan_new(struct store *s, int64_t export_id, const struct plan_options *o, s
 			      p->export->name ?: "?", members, MAX_MEMBERS);
 		goto fail;
 	}
-	r = store_data_sync_scan_open(s, export_id, false, &p->sync, err, errlen);
+	r = store_data_sync_scan_open(s, export_id,
+				      p->n_resume_ids > 0 ? STORE_DATA_SYNC_RUN_ID : 0, &p->sync, err,
+				      errlen);
 	if (r < 0)
 		goto fail;
 	r = load_sync(p, err, errlen);

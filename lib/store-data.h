@@ -471,9 +471,15 @@ struct store_data_sync_row {
 
 struct store_data_sync_scan;
 
-/* An export's sync_state rows in email order (BINARY collation; the primary key's order);
- * contact_id is NULL in every row unless with_contact_id. */
-int store_data_sync_scan_open(struct store *s, int64_t export_id, bool with_contact_id,
+/* Optional columns of a sync-state scan (the others are always read). */
+enum {
+	STORE_DATA_SYNC_RUN_ID = 1 << 0,     /* confirmed_run_id; else 0 in every row */
+	STORE_DATA_SYNC_CONTACT_ID = 1 << 1, /* contact_id and confirmed_run_id; else NULL */
+};
+
+/* An export's sync_state rows in email order (BINARY collation; the primary key's order),
+ * reading the optional columns in columns (STORE_DATA_SYNC_*). */
+int store_data_sync_scan_open(struct store *s, int64_t export_id, unsigned columns,
 			      struct store_data_sync_scan **ret, char *err, size_t errlen);
 int store_data_sync_scan_next(struct store_data_sync_scan *sc,
 			      const struct store_data_sync_row **ret, char *err, size_t errlen);
