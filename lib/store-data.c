@@ -1941,31 +1941,6 @@ struct store_data_member_scan *store_data_member_scan_free(struct store_data_mem
 	return NULL;
 }
 
-/* The member count (members < 0: not known yet, counted here). */
-static int count_members(struct store *s, int64_t export_id, int64_t members, int64_t *ret)
-{
-	static const char SQL_MEMBERS[] =
-		"SELECT count(*) FROM segment_members WHERE segment_id IN "
-		"(SELECT segment_id FROM export_segments WHERE export_id = ?1)";
-	_cleanup_reset_ sqlite3_stmt *a = NULL;
-	int r = 0;
-
-	/* Counting a million members costs as much as a tenth of the plan: a caller that
-	 * counted them already (plan_new, for the cap) passes its count. */
-	if (members < 0) {
-		a = prepare(s, SQL_MEMBERS, &r);
-		if (!a)
-			return r;
-		sqlite3_bind_int64(a, 1, export_id);
-		r = step(s, a);
-		if (r <= 0)
-			return r ?: -EIO;
-		members = sqlite3_column_int64(a, 0);
-	}
-	*ret = members;
-	return 0;
-}
-
 static int prepare_cursor(struct store *s, struct member_cursor *c, const char *sql)
 {
 	int rc = sqlite3_prepare_v3(store_db(s), sql, -1, SQLITE_PREPARE_PERSISTENT, &c->st, NULL);
@@ -1992,8 +1967,10 @@ int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_at
 		return sql_error(s, err, errlen, r, "cannot read the export's segments");
 	sqlite3_bind_int64(q, 1, export_id);
 	r = collect_ids(s, q, &ids, &n);
-	if (r >= 0 && with_attributes)
-		r = count_members(s, export_id, members, &members);
+	/* Counting a million members costs as much as a tenth of the plan: a caller that counted
+	 * them already (plan_new, for the cap) passes its count. */
+	if (r >= 0 && with_attributes && members < 0)
+		r = store_data_member_count(s, export_id, &members);
 	merge = with_attributes && members >= MERGE_JOIN_MIN_MEMBERS;
 	if (r < 0)
 		return r == -ENOMEM
