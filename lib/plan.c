@@ -31,10 +31,10 @@
  */
 #include "plan.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
-#include <endian.h>
 #include <string.h>
 #include <sys/mman.h>
 

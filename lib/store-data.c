@@ -1866,7 +1866,7 @@ static const char SQL_ALL_PROFILES[] =
 	"SELECT profile_id, attributes FROM profiles ORDER BY profile_id";
 static const char SQL_PROFILE_LOOKUP[] = "SELECT attributes FROM profiles WHERE profile_id = ?1";
 
-/* Below this many members a merge join cannot win much; above, it pays for counting profiles. */
+/* Below this many members a merge join cannot win much; above, it is tried (see above). */
 #define MERGE_JOIN_MIN_MEMBERS 50000
 
 struct member_cursor {
