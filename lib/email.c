@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Email normalisation and validation (rules in email.h). The address is checked in one pass over
- * the trimmed input, lower-casing into the caller's buffer as it goes; the first rule broken, in
- * the order of the checks below, is the reason reported, so a given input always yields the same
- * reason. Nothing is allocated and nothing outside the input and the output buffer is touched.
+ * Email normalisation and validation (rules in email.h). A valid address is recognised and
+ * lower-cased in one pass over the trimmed input (normalize_valid); any other input goes through
+ * the rules one by one (check_rules), and the first rule broken, in their order, is the reason
+ * reported, so a given input always yields the same reason. Nothing is allocated and nothing
+ * outside the input and the output buffer is touched.
  */
 #include "email.h"
 
@@ -167,21 +168,61 @@ static enum email_reason check_domain(const unsigned char *p, size_t n)
 	return EMAIL_OK;
 }
 
-enum email_reason email_normalize(const char *in, size_t len, char *out, size_t *ret_len)
+/*
+ * One pass for the addresses that pass every rule, which are nearly all of them: true when the
+ * trimmed input (len > 0) is a valid address, with its normalised form in buf. False says only
+ * "not obviously valid": the rule checks below then find the reason, in their order (this pass
+ * cannot tell which rule an address breaks first).
+ */
+static bool normalize_valid(const unsigned char *p, size_t len, unsigned char *buf)
 {
-	const unsigned char *p = (const unsigned char *)in;
-	unsigned char buf[EMAIL_MAX_LENGTH + 1];
+	size_t i, label_start, dots = 0;
+	bool all_digits = true;
+
+	if (len > EMAIL_MAX_LENGTH || p[0] == '.')
+		return false;
+	for (i = 0; i < len && p[i] != '@'; i++) {
+		if (p[i] == '.') {
+			if (p[i - 1] == '.')
+				return false;
+		} else if (!is_atext(p[i])) {
+			return false;
+		}
+		buf[i] = lower(p[i]);
+	}
+	if (i == 0 || i + 1 >= len || p[i - 1] == '.')
+		return false;
+	buf[i++] = '@';
+	for (label_start = i; i < len; i++) {
+		if (p[i] == '.') {
+			if (i == label_start || p[i - 1] == '-')
+				return false;
+			dots++;
+			label_start = i + 1;
+			all_digits = true;
+		} else if (p[i] == '-') {
+			if (i == label_start)
+				return false;
+			all_digits = false;
+		} else if (!is_alnum(p[i])) {
+			return false; /* also a second '@' */
+		} else if (!(classes[p[i]] & C_DIGIT)) {
+			all_digits = false;
+		}
+		buf[i] = lower(p[i]);
+	}
+	if (label_start == len || p[len - 1] == '-' || dots == 0 || all_digits)
+		return false;
+	buf[len] = '\0';
+	return true;
+}
+
+/* The rules in order, on the trimmed input (len > 0): the first one broken, or EMAIL_OK with the
+ * normalised address in buf. */
+static enum email_reason check_rules(const unsigned char *p, size_t len, unsigned char *buf)
+{
 	size_t at = SIZE_MAX, ats = 0;
 	enum email_reason r;
-
-	while (len > 0 && is_space(p[0])) {
-		p++;
-		len--;
-	}
-	while (len > 0 && is_space(p[len - 1]))
-		len--;
-	if (len == 0)
-		return EMAIL_EMPTY;
 
 	/* Character classes before length: "non-ASCII" tells the operator more than "too long"
 	 * for an address that is both. One pass; the first non-ASCII byte wins over any bad
@@ -214,10 +255,28 @@ enum email_reason email_normalize(const char *in, size_t len, char *out, size_t 
 	r = check_local(buf, at);
 	if (r != EMAIL_OK)
 		return r;
-	r = check_domain(buf + at + 1, len - at - 1);
-	if (r != EMAIL_OK)
-		return r;
+	return check_domain(buf + at + 1, len - at - 1);
+}
 
+enum email_reason email_normalize(const char *in, size_t len, char *out, size_t *ret_len)
+{
+	const unsigned char *p = (const unsigned char *)in;
+	unsigned char buf[EMAIL_MAX_LENGTH + 1];
+
+	while (len > 0 && is_space(p[0])) {
+		p++;
+		len--;
+	}
+	while (len > 0 && is_space(p[len - 1]))
+		len--;
+	if (len == 0)
+		return EMAIL_EMPTY;
+	if (!normalize_valid(p, len, buf)) {
+		enum email_reason r = check_rules(p, len, buf);
+
+		if (r != EMAIL_OK)
+			return r;
+	}
 	if (out)
 		memcpy(out, buf, len + 1);
 	if (ret_len)

@@ -1848,10 +1848,13 @@ int store_data_export_load(struct store *s, int64_t export_id, struct store_data
  * merged here, a profile that is in several segments coming out once. (SQL's DISTINCT over
  * several segments, followed by ORDER BY, would sort every member and its attribute document.)
  *
- * Attribute documents come one of two ways. When the members are a large part of all profiles,
- * one more cursor walks the whole profiles table in profile_id order alongside the members (a
- * merge join: about half the cost of a B-tree search per member); otherwise each segment cursor
- * joins its members' profiles in SQL. Both give the same rows.
+ * Attribute documents come one of three ways. Few members: each segment cursor joins its
+ * members' profiles in SQL. Many: one more cursor walks the profiles table in profile_id order
+ * alongside the members (a merge join: about half the cost of a B-tree search per member). That
+ * pays only while the members are a large part of all profiles, but counting the profiles to
+ * find out would read the whole table once more (as much I/O as the join itself): instead the
+ * merge gives up once it has read more than twice as many profiles as there are members, and
+ * looks the remaining members up one by one. All three give the same rows.
  */
 static const char SQL_SEGMENT_MEMBERS[] =
 	"SELECT m.profile_id, p.attributes FROM segment_members AS m "
@@ -1861,8 +1864,9 @@ static const char SQL_SEGMENT_MEMBER_IDS[] =
 	"SELECT profile_id, NULL FROM segment_members WHERE segment_id = ?1 ORDER BY profile_id";
 static const char SQL_ALL_PROFILES[] =
 	"SELECT profile_id, attributes FROM profiles ORDER BY profile_id";
+static const char SQL_PROFILE_LOOKUP[] = "SELECT attributes FROM profiles WHERE profile_id = ?1";
 
-/* Below this many members a merge join cannot win much; above, it pays for counting profiles. */
+/* Below this many members a merge join cannot win much; above, it is tried (see above). */
 #define MERGE_JOIN_MIN_MEMBERS 50000
 
 struct member_cursor {
@@ -1878,6 +1882,9 @@ struct store_data_member_scan {
 	struct member_cursor *cursors;
 	size_t n_cursors;
 	struct member_cursor profiles; /* merge join: every profile; st NULL otherwise */
+	uint64_t merge_budget;	       /* profiles the merge may read before it gives up */
+	uint64_t merge_read;
+	sqlite3_stmt *lookup; /* after giving up: one profile at a time */
 	struct store_data_member_row row;
 };
 
@@ -1928,42 +1935,10 @@ struct store_data_member_scan *store_data_member_scan_free(struct store_data_mem
 	for (size_t i = 0; i < sc->n_cursors; i++)
 		sqlite3_finalize(sc->cursors[i].st);
 	sqlite3_finalize(sc->profiles.st);
+	sqlite3_finalize(sc->lookup);
 	free(sc->cursors);
 	free(sc);
 	return NULL;
-}
-
-/* Would walking all profiles beat looking each member up? */
-static int want_merge_join(struct store *s, int64_t export_id, bool *ret)
-{
-	static const char SQL_MEMBERS[] =
-		"SELECT count(*) FROM segment_members WHERE segment_id IN "
-		"(SELECT segment_id FROM export_segments WHERE export_id = ?1)";
-	static const char SQL_PROFILES[] = "SELECT count(*) FROM profiles";
-	_cleanup_reset_ sqlite3_stmt *a = NULL;
-	_cleanup_reset_ sqlite3_stmt *b = NULL;
-	int64_t members;
-	int r = 0;
-
-	*ret = false;
-	a = prepare(s, SQL_MEMBERS, &r);
-	if (!a)
-		return r;
-	sqlite3_bind_int64(a, 1, export_id);
-	r = step(s, a);
-	if (r <= 0)
-		return r ?: -EIO;
-	members = sqlite3_column_int64(a, 0);
-	if (members < MERGE_JOIN_MIN_MEMBERS)
-		return 0;
-	b = prepare(s, SQL_PROFILES, &r);
-	if (!b)
-		return r;
-	r = step(s, b);
-	if (r <= 0)
-		return r ?: -EIO;
-	*ret = members * 2 >= sqlite3_column_int64(b, 0);
-	return 0;
 }
 
 static int prepare_cursor(struct store *s, struct member_cursor *c, const char *sql)
@@ -1975,7 +1950,8 @@ static int prepare_cursor(struct store *s, struct member_cursor *c, const char *
 }
 
 int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_attributes,
-				struct store_data_member_scan **ret, char *err, size_t errlen)
+				int64_t members, struct store_data_member_scan **ret, char *err,
+				size_t errlen)
 {
 	static const char SQL_SEGMENTS[] =
 		"SELECT segment_id FROM export_segments WHERE export_id = ?1 ORDER BY segment_id";
@@ -1991,8 +1967,11 @@ int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_at
 		return sql_error(s, err, errlen, r, "cannot read the export's segments");
 	sqlite3_bind_int64(q, 1, export_id);
 	r = collect_ids(s, q, &ids, &n);
-	if (r >= 0 && with_attributes)
-		r = want_merge_join(s, export_id, &merge);
+	/* Counting a million members costs as much as a tenth of the plan: a caller that counted
+	 * them already (plan_new, for the cap) passes its count. */
+	if (r >= 0 && with_attributes && members < 0)
+		r = store_data_member_count(s, export_id, &members);
+	merge = with_attributes && members >= MERGE_JOIN_MIN_MEMBERS;
 	if (r < 0)
 		return r == -ENOMEM
 			       ? set_error(err, errlen, r, "out of memory")
@@ -2017,8 +1996,10 @@ int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_at
 			break;
 		sc->n_cursors++;
 	}
-	if (r >= 0 && merge)
+	if (r >= 0 && merge) {
 		r = prepare_cursor(s, &sc->profiles, SQL_ALL_PROFILES);
+		sc->merge_budget = 2 * (uint64_t)members;
+	}
 	if (r < 0) {
 		store_data_member_scan_free(sc);
 		return sql_error(s, err, errlen, r, "cannot prepare the member scan");
@@ -2027,14 +2008,43 @@ int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_at
 	return 0;
 }
 
+/* After the merge gave up: the attributes of pid, if that profile exists. */
+static int lookup_profile(struct store_data_member_scan *sc, const char *pid, size_t len)
+{
+	int r;
+
+	if (!sc->lookup) {
+		r = sqlite3_prepare_v3(store_db(sc->store), SQL_PROFILE_LOOKUP, -1,
+				       SQLITE_PREPARE_PERSISTENT, &sc->lookup, NULL);
+		if (r != SQLITE_OK)
+			return store_error(sc->store, r) ?: -EIO;
+	}
+	sqlite3_reset(sc->lookup);
+	if (sqlite3_bind_text(sc->lookup, 1, pid, (int)len, SQLITE_TRANSIENT) != SQLITE_OK)
+		return -ENOMEM;
+	r = step(sc->store, sc->lookup);
+	if (r <= 0 || sqlite3_column_type(sc->lookup, 0) == SQLITE_NULL)
+		return r < 0 ? r : 0;
+	sc->row.attributes = (const char *)sqlite3_column_text(sc->lookup, 0);
+	sc->row.attributes_len = (size_t)sqlite3_column_bytes(sc->lookup, 0);
+	return sc->row.attributes ? 0 : -ENOMEM;
+}
+
 /* Merge join: moves the profiles cursor to pid; the attributes if that profile exists. */
 static int merge_profile(struct store_data_member_scan *sc, const char *pid, size_t len)
 {
 	struct member_cursor *c = &sc->profiles;
 	int r;
 
+	if (sc->merge_read > sc->merge_budget)
+		return lookup_profile(sc, pid, len);
 	for (;;) {
 		if (c->must_step) {
+			if (++sc->merge_read > sc->merge_budget) {
+				/* Far more profiles than members: searching beats walking. */
+				sqlite3_reset(c->st);
+				return lookup_profile(sc, pid, len);
+			}
 			c->must_step = false;
 			r = cursor_step(sc->store, c);
 			if (r == -EMEDIUMTYPE) {
@@ -2125,7 +2135,12 @@ int store_data_member_scan_rewind(struct store_data_member_scan *sc)
 		sc->profiles.done = false;
 		sc->profiles.must_step = true;
 		sc->profiles.pid = NULL;
+		/* Once given up, the merge stays given up: the same snapshot, the same sizes. */
+		if (sc->merge_read <= sc->merge_budget)
+			sc->merge_read = 0;
 	}
+	if (sc->lookup)
+		sqlite3_reset(sc->lookup);
 	sc->row = (struct store_data_member_row){};
 	return 0;
 }
@@ -2166,23 +2181,6 @@ int store_data_member_count(struct store *s, int64_t export_id, int64_t *ret_cou
 	return 0;
 }
 
-int store_data_sync_count(struct store *s, int64_t export_id, int64_t *ret_count)
-{
-	static const char SQL[] = "SELECT count(*) FROM sync_state WHERE export_id = ?1";
-	_cleanup_reset_ sqlite3_stmt *st = NULL;
-	int r = 0;
-
-	st = prepare(s, SQL, &r);
-	if (!st)
-		return r;
-	sqlite3_bind_int64(st, 1, export_id);
-	r = step(s, st);
-	if (r <= 0)
-		return r ?: -EIO;
-	*ret_count = sqlite3_column_int64(st, 0);
-	return 0;
-}
-
 int store_data_profile_attributes(struct store *s, const char *profile_id, size_t len,
 				  char **ret_attributes)
 {
@@ -2203,15 +2201,24 @@ int store_data_profile_attributes(struct store *s, const char *profile_id, size_
 struct store_data_sync_scan {
 	struct store *store;
 	sqlite3_stmt *st;
+	unsigned columns; /* STORE_DATA_SYNC_* */
 	struct store_data_sync_row row;
 };
 
+/* Each optional column costs a tenth of the scan, which the plan pays for a million rows: only
+ * the columns asked for are read (the plan's key table needs neither, unless it resumes). */
 static const char SQL_SYNC_SCAN[] =
 	"SELECT email, fields_hash, state = 'rejected', added_by_ccsync, confirmed_run_id, "
 	"contact_id FROM sync_state WHERE export_id = ?1 ORDER BY email";
+static const char SQL_SYNC_SCAN_RUN_ID[] =
+	"SELECT email, fields_hash, state = 'rejected', added_by_ccsync, confirmed_run_id "
+	"FROM sync_state WHERE export_id = ?1 ORDER BY email";
+static const char SQL_SYNC_SCAN_KEYS[] =
+	"SELECT email, fields_hash, state = 'rejected', added_by_ccsync "
+	"FROM sync_state WHERE export_id = ?1 ORDER BY email";
 
-int store_data_sync_scan_open(struct store *s, int64_t export_id, struct store_data_sync_scan **ret,
-			      char *err, size_t errlen)
+int store_data_sync_scan_open(struct store *s, int64_t export_id, unsigned columns,
+			      struct store_data_sync_scan **ret, char *err, size_t errlen)
 {
 	struct store_data_sync_scan *sc;
 	int rc, r;
@@ -2220,8 +2227,12 @@ int store_data_sync_scan_open(struct store *s, int64_t export_id, struct store_d
 	if (!sc)
 		return set_error(err, errlen, -ENOMEM, "out of memory");
 	sc->store = s;
-	rc = sqlite3_prepare_v3(store_db(s), SQL_SYNC_SCAN, -1, SQLITE_PREPARE_PERSISTENT, &sc->st,
-				NULL);
+	sc->columns = columns;
+	rc = sqlite3_prepare_v3(store_db(s),
+				columns & STORE_DATA_SYNC_CONTACT_ID ? SQL_SYNC_SCAN
+				: columns & STORE_DATA_SYNC_RUN_ID   ? SQL_SYNC_SCAN_RUN_ID
+								     : SQL_SYNC_SCAN_KEYS,
+				-1, SQLITE_PREPARE_PERSISTENT, &sc->st, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(sc->st, 1, export_id);
 	if (rc != SQLITE_OK) {
@@ -2248,9 +2259,11 @@ int store_data_sync_scan_next(struct store_data_sync_scan *sc,
 		.fields_hash = (uint64_t)sqlite3_column_int64(sc->st, 1),
 		.rejected = sqlite3_column_int(sc->st, 2),
 		.added_by_ccsync = sqlite3_column_int(sc->st, 3),
-		.confirmed_run_id = sqlite3_column_int64(sc->st, 4),
-		.contact_id = (const char *)sqlite3_column_text(sc->st, 5),
 	};
+	if (sc->columns & (STORE_DATA_SYNC_RUN_ID | STORE_DATA_SYNC_CONTACT_ID))
+		sc->row.confirmed_run_id = sqlite3_column_int64(sc->st, 4);
+	if (sc->columns & STORE_DATA_SYNC_CONTACT_ID)
+		sc->row.contact_id = (const char *)sqlite3_column_text(sc->st, 5);
 	if (!sc->row.email)
 		return set_error(err, errlen, -ENOMEM, "out of memory");
 	*ret = &sc->row;

@@ -440,10 +440,12 @@ struct store_data_member_scan;
  * with their attribute documents (or, with_attributes false, ids only: attributes NULL). No sort
  * is involved: each segment's members are read along its primary key and merged, a profile in
  * several segments coming out once. Use inside a read transaction for a consistent snapshot; the
- * scan owns its statements, so several scans may coexist on one connection.
+ * scan owns its statements, so several scans may coexist on one connection. members is
+ * store_data_member_count() when the caller has it (it picks the join method), else -1.
  */
 int store_data_member_scan_open(struct store *s, int64_t export_id, bool with_attributes,
-				struct store_data_member_scan **ret, char *err, size_t errlen);
+				int64_t members, struct store_data_member_scan **ret, char *err,
+				size_t errlen);
 /* 1 and the next member, 0 at the end, or a negative errno. */
 int store_data_member_scan_next(struct store_data_member_scan *sc,
 				const struct store_data_member_row **ret, char *err, size_t errlen);
@@ -452,8 +454,6 @@ struct store_data_member_scan *store_data_member_scan_free(struct store_data_mem
 
 /* Distinct members of the export's segments (cheap with one segment: a range count). */
 int store_data_member_count(struct store *s, int64_t export_id, int64_t *ret_count);
-/* sync_state rows of the export. */
-int store_data_sync_count(struct store *s, int64_t export_id, int64_t *ret_count);
 /* A profile's attribute document (allocated), -ENOENT when there is no such profile. */
 int store_data_profile_attributes(struct store *s, const char *profile_id, size_t len,
 				  char **ret_attributes);
@@ -471,9 +471,16 @@ struct store_data_sync_row {
 
 struct store_data_sync_scan;
 
-/* An export's sync_state rows in email order (BINARY collation; the primary key's order). */
-int store_data_sync_scan_open(struct store *s, int64_t export_id, struct store_data_sync_scan **ret,
-			      char *err, size_t errlen);
+/* Optional columns of a sync-state scan (the others are always read). */
+enum {
+	STORE_DATA_SYNC_RUN_ID = 1 << 0,     /* confirmed_run_id; else 0 in every row */
+	STORE_DATA_SYNC_CONTACT_ID = 1 << 1, /* contact_id and confirmed_run_id; else NULL */
+};
+
+/* An export's sync_state rows in email order (BINARY collation; the primary key's order),
+ * reading the optional columns in columns (STORE_DATA_SYNC_*). */
+int store_data_sync_scan_open(struct store *s, int64_t export_id, unsigned columns,
+			      struct store_data_sync_scan **ret, char *err, size_t errlen);
 int store_data_sync_scan_next(struct store_data_sync_scan *sc,
 			      const struct store_data_sync_row **ret, char *err, size_t errlen);
 int store_data_sync_scan_rewind(struct store_data_sync_scan *sc);

@@ -276,7 +276,10 @@ int store_open(const char *path, unsigned flags, int busy_timeout_ms, struct sto
 		r = set_error(err, errlen, -ENOMEM, "out of memory");
 		goto fail;
 	}
-	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW, NULL);
+	rc = sqlite3_open_v2(path, &s->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW |
+				     (flags & STORE_OPEN_ONE_THREAD ? SQLITE_OPEN_NOMUTEX : 0),
+			     NULL);
 	if (rc != SQLITE_OK) {
 		r = store_error(s, rc);
 		r = set_error(err, errlen, r ?: -EIO, "%s: cannot open the database: %s", path,

@@ -23,6 +23,9 @@ struct store;
 enum store_open_flags {
 	STORE_OPEN_CREATE = 1 << 0,   /* create the file (mode 0600) if missing */
 	STORE_OPEN_NO_MIGRATE = 1 << 1, /* open as is; used by tests that inspect old versions */
+	/* The connection is used by one thread at a time (a plan's): SQLite skips its
+	 * per-connection mutex, which a row-by-row scan otherwise takes for every column read. */
+	STORE_OPEN_ONE_THREAD = 1 << 2,
 };
 
 /*

@@ -459,7 +459,7 @@ static void planner_step_plan(struct planner *pl)
 	char inner[384];
 	int r;
 
-	r = store_open(pl->db_path, 0, 5000, &pl->store, inner, sizeof(inner));
+	r = store_open(pl->db_path, STORE_OPEN_ONE_THREAD, 5000, &pl->store, inner, sizeof(inner));
 	if (r < 0) {
 		pl->r = set_error(pl->err, sizeof(pl->err), r, "opening the database: %s", inner);
 		return;

@@ -44,6 +44,7 @@ struct item_copy {
 	char *reason_code;
 	char *reason_text;
 	bool added;
+	char *contact_id;
 };
 
 struct result {
@@ -91,6 +92,7 @@ static void result_done(struct result *r)
 		free(r->items[i].fields);
 		free(r->items[i].reason_code);
 		free(r->items[i].reason_text);
+		free(r->items[i].contact_id);
 	}
 	free(r->items);
 	*r = (struct result){};
@@ -157,6 +159,8 @@ static void collect(struct fixture *f, struct plan *p, struct result *res)
 			.reason_code = dup_or_null(it->reason_code),
 			.reason_text = dup_or_null(it->reason_text),
 			.added = it->added_by_ccsync,
+			.contact_id = it->kind == PLAN_ITEM_DEPART ? dup_or_null(it->contact_id)
+								   : NULL,
 		};
 		if (it->kind == PLAN_ITEM_SEND) {
 			c->fields = fields_text(it);
@@ -776,6 +780,200 @@ static void test_mirror_departed_set(void **state)
 	result_done(&r);
 }
 
+/* ---- what the faster scan must not change ---------------------------------------------------- */
+
+/*
+ * The string decoder copies plain ASCII 8 bytes at a time and finds a string's end with a quote
+ * search: values where a run of plain text meets an escape, a non-ASCII character, the end of
+ * the string or the length limit at every offset around a word boundary decode exactly as they
+ * did byte by byte.
+ */
+static void test_string_runs_and_limits(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const pids[] = { "r1", "r2", "r3", "r4", "r5", "r6" };
+	char sql[4096], want[512], run[64];
+	struct result r;
+
+	raw_exec(f, "INSERT INTO export_fields VALUES (1, 'cf:a', 'a'), (1, 'street', 's')");
+	for (int n = 0; n <= 17; n++) {
+		/* n plain bytes, then an escape, a non-ASCII character, an escaped quote. */
+		memset(run, 'x', (size_t)n);
+		run[n] = 0;
+		raw_exec(f, "DELETE FROM profiles; DELETE FROM segment_members;");
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO profiles (profile_id, attributes) VALUES "
+			 "('r1', '{\"email\":\"r1@x.org\",\"a\":\"%s\\n%s\"}'),"
+			 "('r2', '{\"email\":\"r2@x.org\",\"a\":\"%s\u00e9%s\"}'),"
+			 "('r3', '{\"email\":\"r3@x.org\",\"a\":\"%s\\\"%s\",\"s\":\"%s\"}'),"
+			 "('r4', '{\"email\":\"r4@x.org\",\"fn\":\"%s%s%s%s\"}'),"
+			 "('r5', '{\"email\":\"r5@x.org\",\"s\":\"%s\\u0041\"}'),"
+			 "('r6', '{\"e\\u006dail\":\"r6@x.org\",\"a\":\"%s\"}')",
+			 run, run, run, run, run, run, run, run, run, run, run, run, run);
+		raw_exec(f, sql);
+		members(f, 1, pids, 6);
+		plan_all(f, NULL, &r);
+		snprintf(want, sizeof(want), "email=r1@x.org|cf:a=%s\n%s", run, run);
+		assert_string_equal(find(&r, "r1")->fields, want);
+		snprintf(want, sizeof(want), "email=r2@x.org|cf:a=%s\xc3\xa9%s", run, run);
+		assert_string_equal(find(&r, "r2")->fields, want);
+		snprintf(want, sizeof(want), "email=r3@x.org|cf:a=%s\"%s%s", run, run,
+			 n ? "|street=" : "");
+		if (n)
+			strcat(want, run);
+		assert_string_equal(find(&r, "r3")->fields, want);
+		/* first_name: at most 50 characters; 4n of them. */
+		if (4 * n <= 50) {
+			snprintf(want, sizeof(want), "email=r4@x.org%s%s%s%s%s", n ? "|first_name=" : "",
+				 run, run, run, run);
+			assert_string_equal(find(&r, "r4")->fields, want);
+		} else {
+			assert_int_equal(find(&r, "r4")->reason, PLAN_REASON_FIELD_TOO_LONG);
+			snprintf(want, sizeof(want), "is %d characters long", 4 * n);
+			assert_non_null(strstr(find(&r, "r4")->reason_text, want));
+		}
+		snprintf(want, sizeof(want), "email=r5@x.org|street=%sA", run);
+		assert_string_equal(find(&r, "r5")->fields, want);
+		snprintf(want, sizeof(want), "email=r6@x.org%s%s", n ? "|cf:a=" : "", run);
+		assert_string_equal(find(&r, "r6")->fields, want);
+		result_done(&r);
+	}
+}
+
+/*
+ * After a confirmed export, a change of any one mapped field (email, first_name, last_name, a
+ * further field) is sent, and only that profile; an unmapped attribute's change is not.
+ */
+static void test_each_mapped_field_change_is_sent(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const pids[] = { "e", "f", "l", "t", "u" };
+	static const char *const changes[][2] = {
+		{ "e", "{\"email\":\"e2@x.org\",\"fn\":\"F\",\"ln\":\"L\",\"t\":\"T\",\"u\":1}" },
+		{ "f", "{\"email\":\"f@x.org\",\"fn\":\"F2\",\"ln\":\"L\",\"t\":\"T\",\"u\":1}" },
+		{ "l", "{\"email\":\"l@x.org\",\"fn\":\"F\",\"ln\":null,\"t\":\"T\",\"u\":1}" },
+		{ "t", "{\"email\":\"t@x.org\",\"fn\":\"F\",\"ln\":\"L\",\"t\":7,\"u\":1}" },
+		{ "u", "{\"email\":\"u@x.org\",\"fn\":\"F\",\"ln\":\"L\",\"t\":\"T\",\"u\":2}" },
+	};
+	char sql[512];
+	struct result r;
+	int64_t run;
+
+	raw_exec(f, "INSERT INTO export_fields VALUES (1, 'job_title', 't');");
+	for (size_t i = 0; i < ELEMENTSOF(pids); i++) {
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO profiles (profile_id, attributes) VALUES ('%s', "
+			 "'{\"email\":\"%s@x.org\",\"fn\":\"F\",\"ln\":\"L\",\"t\":\"T\",\"u\":1}')",
+			 pids[i], pids[i]);
+		raw_exec(f, sql);
+	}
+	members(f, 1, pids, ELEMENTSOF(pids));
+	plan_all(f, NULL, &r);
+	assert_int_equal(r.c.to_send, 5);
+	run = confirm_sends(f, &r, 0, 1, 0, SIZE_MAX);
+	finish_run(f, run);
+	result_done(&r);
+
+	for (size_t i = 0; i < ELEMENTSOF(changes); i++) {
+		snprintf(sql, sizeof(sql), "UPDATE profiles SET attributes = '%s' WHERE "
+			 "profile_id = '%s'", changes[i][1], changes[i][0]);
+		raw_exec(f, sql);
+		plan_all(f, NULL, &r);
+		if (streq(changes[i][0], "u")) {
+			assert_int_equal(r.n, 0);
+			assert_int_equal(r.c.unchanged, 5);
+		} else {
+			assert_int_equal(r.n, 1);
+			assert_string_equal(r.items[0].pid, changes[i][0]);
+			assert_int_equal(r.items[0].kind, PLAN_ITEM_SEND);
+			/* A new address is a new contact; the others update one. */
+			assert_int_equal(r.items[0].is_new, streq(changes[i][0], "e"));
+			assert_int_equal(r.c.unchanged, 4);
+			run = confirm_sends(f, &r, 0, 1, 0, SIZE_MAX);
+			finish_run(f, run);
+		}
+		result_done(&r);
+	}
+}
+
+/*
+ * Membership changes after a confirmed mirror export: a joining member is sent as new, a
+ * leaving one departs (with its contact id), and when a duplicate's winner leaves, the next
+ * lowest profile id takes the address over and is sent as an update of it.
+ */
+static void test_join_leave_and_dedup_winner_change(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const pids[] = { "a", "b1", "b2", "c" };
+	const struct item_copy *it;
+	struct result r;
+	int64_t run;
+
+	raw_exec(f, "UPDATE exports SET mode = 'mirror';"
+		    "INSERT INTO profiles (profile_id, attributes) VALUES "
+		    "('a', '{\"email\":\"a@x.org\"}'),"
+		    "('b1', '{\"email\":\"b@x.org\",\"fn\":\"One\"}'),"
+		    "('b2', '{\"email\":\"B@x.org\",\"fn\":\"Two\"}'),"
+		    "('c', '{\"email\":\"c@x.org\"}'), ('d', '{\"email\":\"d@x.org\"}')");
+	members(f, 1, pids, ELEMENTSOF(pids));
+	plan_all(f, NULL, &r);
+	assert_int_equal(r.c.to_send, 3);
+	assert_int_equal(r.c.rejected_by_reason[PLAN_REASON_DUPLICATE], 1);
+	run = confirm_sends(f, &r, 0, 1, 0, SIZE_MAX);
+	finish_run(f, run);
+	result_done(&r);
+	raw_exec(f, "UPDATE sync_state SET contact_id = 'cid-c' WHERE email = 'c@x.org'");
+
+	/* d joins, c leaves, b1 (the winner of b@x.org) leaves. */
+	raw_exec(f, "INSERT INTO segment_members VALUES (2, 'd');"
+		    "DELETE FROM segment_members WHERE profile_id IN ('c', 'b1')");
+	plan_all(f, NULL, &r);
+	it = find(&r, "d");
+	assert_int_equal(it->kind, PLAN_ITEM_SEND);
+	assert_true(it->is_new);
+	it = find(&r, "b2");
+	assert_int_equal(it->kind, PLAN_ITEM_SEND);
+	assert_false(it->is_new);
+	assert_string_equal(it->fields, "email=b@x.org|first_name=Two");
+	assert_int_equal(departed(&r, "c@x.org"), 1);
+	it = find_email(&r, PLAN_ITEM_DEPART, "c@x.org");
+	assert_string_equal(it && it->contact_id ? it->contact_id : "(none)", "cid-c");
+	assert_int_equal(r.c.departed, 1);
+	assert_int_equal(r.c.unchanged, 1); /* a */
+	assert_int_equal(r.c.rejected, 0);
+	result_done(&r);
+}
+
+/*
+ * The key table is sized from the members alone (sync_state is not counted): a mirror export
+ * whose segment shrank to a few members of thousands of synced contacts grows the table while
+ * loading, and still finds every departure.
+ */
+static void test_key_table_grows_for_many_departed(void **state)
+{
+	struct fixture *f = *state;
+	static const char *const pids[] = { "k1", "k2" };
+	struct result r;
+
+	raw_exec(f, "UPDATE exports SET mode = 'mirror';"
+		    "INSERT INTO profiles (profile_id, attributes) VALUES "
+		    "('k1', '{\"email\":\"gone-00007@x.org\"}'), ('k2', '{\"email\":\"k2@x.org\"}');"
+		    "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i < 4999)"
+		    "INSERT INTO sync_state (export_id, email, fields_hash) "
+		    "SELECT 1, printf('gone-%05d@x.org', i), i FROM g;");
+	members(f, 1, pids, 2);
+	plan_all(f, NULL, &r);
+	assert_int_equal(r.c.selected, 2);
+	assert_int_equal(r.c.departed, 4999);
+	assert_int_equal(r.c.departed_ours, 4999);
+	assert_int_equal(departed(&r, "gone-00007@x.org"), -1);
+	assert_int_equal(departed(&r, "gone-04999@x.org"), 1);
+	assert_int_equal(find(&r, "k1")->kind, PLAN_ITEM_SEND); /* hash 7 is not its hash */
+	assert_false(find(&r, "k1")->is_new);
+	assert_true(find(&r, "k2")->is_new);
+	result_done(&r);
+}
+
 /* ---- snapshot, rewind, options --------------------------------------------------------------- */
 
 static void test_snapshot_isolated_from_upstream_writer(void **state)
@@ -1130,6 +1328,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_resume_counts_confirmed_as_sent, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_mirror_departed_set, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_string_runs_and_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_each_mapped_field_change_is_sent, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_join_leave_and_dedup_winner_change, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_key_table_grows_for_many_departed, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_isolated_from_upstream_writer, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_rewind_and_item_mask, setup, teardown),

@@ -890,7 +890,7 @@ static void check_scan(struct fixture *f, char **want, size_t n_want, bool with_
 
 	qsort(want, n_want, sizeof(*want), cmp_str);
 	assert_int_equal(
-		store_data_member_scan_open(f->s, 1, with_attributes, &sc, f->err, sizeof(f->err)),
+		store_data_member_scan_open(f->s, 1, with_attributes, -1, &sc, f->err, sizeof(f->err)),
 		0);
 	for (int pass = 0; pass < 2; pass++) {
 		n = 0;
@@ -979,7 +979,8 @@ static void test_member_scan(void **state)
 		int r;
 
 		assert_int_equal(
-			store_data_member_scan_open(f->s, 1, true, &sc, f->err, sizeof(f->err)), 0);
+			store_data_member_scan_open(f->s, 1, true, -1, &sc, f->err, sizeof(f->err)),
+			0);
 		while ((r = store_data_member_scan_next(sc, &row, f->err, sizeof(f->err))) > 0)
 			;
 		assert_int_equal(r, -EINVAL);
@@ -994,6 +995,36 @@ static void test_member_scan(void **state)
 		free(attrs);
 		assert_int_equal(store_data_profile_attributes(f->s, "nope", 4, &attrs), -ENOENT);
 	}
+}
+
+/*
+ * 50,000 members among 150,000 profiles: enough members for the merge join, too many profiles
+ * for it. The merge gives up after reading twice as many profiles as there are members (two
+ * thirds of the way) and looks the rest up; the rows are the same either way, also after a
+ * rewind (check_scan reads twice).
+ */
+static void test_member_scan_gives_up_merge(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 150000 };
+	char **want = calloc(N / 3 + 10, sizeof(*want));
+	size_t n = 0;
+
+	raw_exec(f,
+		 "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i < 149999)"
+		 "INSERT INTO profiles (profile_id, attributes) "
+		 "SELECT printf('p%06d', i), json_object('id', printf('p%06d', i)) FROM g;"
+		 "WITH RECURSIVE g(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM g WHERE i < 149999)"
+		 "INSERT INTO segment_members SELECT 1, printf('p%06d', i) FROM g WHERE i % 3 = 0;"
+		 "INSERT INTO segment_members VALUES (1, 'ghost1'), (2, 'zz-ghost');");
+	for (int i = 0; i < N; i += 3)
+		assert_true(asprintf(&want[n++], "p%06d", i) > 0);
+	want[n++] = strdup("ghost1");
+	want[n++] = strdup("zz-ghost");
+	check_scan(f, want, n, true);
+	for (size_t i = 0; i < n; i++)
+		free(want[i]);
+	free(want);
 }
 
 /* ---- the v1 fixture -------------------------------------------------------------------------- */
@@ -1064,6 +1095,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_export_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_import_staging, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_member_scan, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_member_scan_gives_up_merge, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_v1_fixture_upgrades_and_reads, setup,
 						teardown),
 	};
