@@ -171,7 +171,8 @@ int ctl_one_name(struct ctl *ctl, int argc, char **argv, const char *group, cons
 	return ctl_one_name_with(ctl, argc, argv, group, verb, command, key, NULL, NULL, ret);
 }
 
-int ctl_paging_args(int argc, char **argv, const char *verb, json_t **ret)
+int ctl_paged_call(struct ctl *ctl, int argc, char **argv, const char *verb, const char *key,
+		   const char *metavar, json_t **ret)
 {
 	static const struct option opts[] = {
 		{ "limit", required_argument, NULL, 'l' },
@@ -185,22 +186,30 @@ int ctl_paging_args(int argc, char **argv, const char *verb, json_t **ret)
 	if (!args)
 		return OOM();
 	FOR_EACH_OPTION(argc, argv, "", opts, c) {
-		const char *key = c == 'l' ? "limit" : "before";
+		const char *option = c == 'l' ? "limit" : "before";
 
 		if (c != 'l' && c != 'b')
 			r = ctl_bad_option(NULL, verb, argv);
 		else if (!ctl_parse_int(optarg, 1, CTLPROTO_MAX_ID, &v))
 			r = ctl_usage(NULL, verb, "--limit and --before expect a positive "
 				      "number, not \"%s\"", optarg);
-		else if (json_object_set_new(args, key, json_integer(v)) < 0)
+		else if (json_object_set_new(args, option, json_integer(v)) < 0)
 			r = OOM();
-		if (r != 0) {
-			json_decref(args);
-			return r;
-		}
+		if (r != 0)
+			goto fail;
 	}
-	*ret = args;
-	return 0;
+	if (!key && optind != argc)
+		r = ctl_usage(NULL, verb, "unexpected argument \"%s\"", argv[optind]);
+	else if (optind + 1 < argc)
+		r = ctl_usage(NULL, verb, "expected at most one %s", metavar);
+	else if (optind < argc && ctl_set_str(args, key, argv[optind]) < 0)
+		r = OOM();
+	if (r != 0)
+		goto fail;
+	return ctl_call(ctl, verb, args, NULL, NULL, ret);
+fail:
+	json_decref(args);
+	return r;
 }
 
 void ctl_print_more(json_t *res, const char *verb)
@@ -240,18 +249,11 @@ int ctl_cmd_whoami(struct ctl *ctl, int argc, char **argv)
 int ctl_cmd_audit(struct ctl *ctl, int argc, char **argv)
 {
 	static const char *const headers[] = { "ID", "AT", "USER", "ACTION", "OBJECT" };
-	json_t *args = NULL, *res = NULL, *e;
+	json_t *res = NULL, *e;
 	struct ctl_table t;
 	size_t i;
-	int r = ctl_paging_args(argc, argv, "audit", &args);
+	int r = ctl_paged_call(ctl, argc, argv, "audit", NULL, NULL, &res);
 
-	if (r != 0)
-		return r;
-	if (optind != argc) {
-		json_decref(args);
-		return ctl_usage(NULL, "audit", "unexpected argument \"%s\"", argv[optind]);
-	}
-	r = ctl_call(ctl, "audit", args, NULL, NULL, &res);
 	if (r != 0)
 		return r;
 	if (ctl->json)

@@ -39,59 +39,85 @@ static void print_connection(json_t *c)
 	printf("Updated:      %s\n", ctl_format_time(jint(c, "updated_at"), buf, sizeof(buf)));
 }
 
-int ctl_cmd_connection_add(struct ctl *ctl, int argc, char **argv)
+/*
+ * connection add and connection edit: the same options, under their request names; edit adds
+ * --name. Two option tables, so that add's getopt sees no --name at all.
+ */
+static int connection_save(struct ctl *ctl, int argc, char **argv, bool edit)
 {
-	static const struct option opts[] = {
+	static const struct option add_opts[] = {
 		{ "client-id", required_argument, NULL, 'k' },
 		{ "flow", required_argument, NULL, 'f' },
 		{ "usable-by", required_argument, NULL, 'u' },
 		{},
 	};
-	const char *client_id = NULL, *flow = NULL, *usable = NULL;
-	json_t *args, *res = NULL;
+	static const struct option edit_opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "client-id", required_argument, NULL, 'k' },
+		{ "flow", required_argument, NULL, 'f' },
+		{ "usable-by", required_argument, NULL, 'u' },
+		{},
+	};
+	const char *verb = edit ? "edit" : "add";
+	json_t *args = json_object(), *res = NULL, *conn;
 	int c, r;
 
-	FOR_EACH_OPTION(argc, argv, "", opts, c) {
-		switch (c) {
-		case 'k':
-			client_id = optarg;
-			break;
-		case 'f':
-			flow = optarg;
-			break;
-		case 'u':
-			usable = optarg;
-			break;
-		default:
-			return ctl_bad_option("connection", "add", argv);
+	if (!args)
+		return OOM();
+	FOR_EACH_OPTION(argc, argv, "", edit ? edit_opts : add_opts, c) {
+		const char *key = c == 'n' ? "name" : c == 'k' ? "client_id" :
+				  c == 'f' ? "auth_flow" : c == 'u' ? "usable_by" : NULL;
+
+		if (!key) {
+			json_decref(args);
+			return ctl_bad_option("connection", verb, argv);
+		}
+		if (ctl_set_str(args, key, optarg) < 0) {
+			json_decref(args);
+			return OOM();
 		}
 	}
-	if (optind + 1 != argc)
-		return ctl_usage("connection", "add", "expected exactly one NAME");
-	if (!client_id)
+	if (optind + 1 != argc) {
+		json_decref(args);
+		return ctl_usage("connection", verb, "expected exactly one NAME");
+	}
+	if (!edit && !json_object_get(args, "client_id")) {
+		json_decref(args);
 		return ctl_usage("connection", "add", "--client-id=KEY is required (the API key of "
 				 "your Constant Contact application)");
-	args = json_object();
-	if (!args || ctl_set_str(args, "name", argv[optind]) < 0 ||
-	    ctl_set_str(args, "client_id", client_id) < 0 ||
-	    (flow && ctl_set_str(args, "auth_flow", flow) < 0) ||
-	    (usable && ctl_set_str(args, "usable_by", usable) < 0)) {
+	}
+	if (ctl_set_str(args, edit ? "connection" : "name", argv[optind]) < 0) {
 		json_decref(args);
 		return OOM();
 	}
-	r = ctl_call(ctl, "connection.add", args, NULL, NULL, &res);
+	r = ctl_call(ctl, edit ? "connection.edit" : "connection.add", args, NULL, NULL, &res);
 	if (r != 0)
 		return r;
-	if (!ctl->json) {
-		json_t *conn = json_object_get(res, "connection");
-
+	conn = json_object_get(res, "connection");
+	if (!ctl->json && !edit) {
 		printf("Connection \"%s\" added (id %lld).\n", jstr(conn, "name"),
 		       (long long)jint(conn, "id"));
 		printf("Next: record data-privacy consent with 'ccsyncctl connection consent %s' "
 		       "and authorize it with 'ccsyncctl connection authorize %s'.\n",
 		       jstr(conn, "name"), jstr(conn, "name"));
+	} else if (!ctl->json) {
+		printf("Connection \"%s\" changed.\n", jstr(conn, "name"));
+		if (json_is_true(json_object_get(res, "authorization_reset")))
+			printf("Its API key or flow changed: stored tokens were deleted; "
+			       "authorize it again with 'ccsyncctl connection authorize %s'.\n",
+			       jstr(conn, "name"));
 	}
 	return ctl_print_result(ctl, res);
+}
+
+int ctl_cmd_connection_add(struct ctl *ctl, int argc, char **argv)
+{
+	return connection_save(ctl, argc, argv, false);
+}
+
+int ctl_cmd_connection_edit(struct ctl *ctl, int argc, char **argv)
+{
+	return connection_save(ctl, argc, argv, true);
 }
 
 static void connection_table(json_t *res)
@@ -130,56 +156,6 @@ int ctl_cmd_connection_show(struct ctl *ctl, int argc, char **argv)
 		return r;
 	if (!ctl->json)
 		print_connection(res);
-	return ctl_print_result(ctl, res);
-}
-
-int ctl_cmd_connection_edit(struct ctl *ctl, int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "name", required_argument, NULL, 'n' },
-		{ "client-id", required_argument, NULL, 'k' },
-		{ "flow", required_argument, NULL, 'f' },
-		{ "usable-by", required_argument, NULL, 'u' },
-		{},
-	};
-	json_t *args = json_object(), *res = NULL;
-	int c, r;
-
-	if (!args)
-		return OOM();
-	FOR_EACH_OPTION(argc, argv, "", opts, c) {
-		const char *key = c == 'n' ? "name" : c == 'k' ? "client_id" :
-				  c == 'f' ? "auth_flow" : c == 'u' ? "usable_by" : NULL;
-
-		if (!key) {
-			json_decref(args);
-			return ctl_bad_option("connection", "edit", argv);
-		}
-		if (ctl_set_str(args, key, optarg) < 0) {
-			json_decref(args);
-			return OOM();
-		}
-	}
-	if (optind + 1 != argc) {
-		json_decref(args);
-		return ctl_usage("connection", "edit", "expected exactly one NAME");
-	}
-	if (ctl_set_str(args, "connection", argv[optind]) < 0) {
-		json_decref(args);
-		return OOM();
-	}
-	r = ctl_call(ctl, "connection.edit", args, NULL, NULL, &res);
-	if (r != 0)
-		return r;
-	if (!ctl->json) {
-		printf("Connection \"%s\" changed.\n",
-		       jstr(json_object_get(res, "connection"), "name"));
-		if (json_is_true(json_object_get(res, "authorization_reset")))
-			printf("Its API key or flow changed: stored tokens were deleted; "
-			       "authorize it "
-			       "again with 'ccsyncctl connection authorize %s'.\n",
-			       jstr(json_object_get(res, "connection"), "name"));
-	}
 	return ctl_print_result(ctl, res);
 }
 

@@ -73,8 +73,12 @@ int ctl_one_name_with(struct ctl *ctl, int argc, char **argv, const char *group,
 		      ctl_progress_fn progress, json_t **ret);
 int ctl_one_name(struct ctl *ctl, int argc, char **argv, const char *group, const char *verb,
 		 const char *command, const char *key, json_t **ret);
-/* The request arguments of runs and audit from their paging options, --limit N and --before ID. */
-int ctl_paging_args(int argc, char **argv, const char *verb, json_t **ret);
+/*
+ * The paged listings (runs, audit): --limit N and --before ID, and at most one argument, sent as
+ * key and called metavar in the usage error (key NULL: none). Sends the command named verb.
+ */
+int ctl_paged_call(struct ctl *ctl, int argc, char **argv, const char *verb, const char *key,
+		   const char *metavar, json_t **ret);
 /* "More: ccsyncctl VERB --before ID" when the reply says there is another page. */
 void ctl_print_more(json_t *res, const char *verb);
 

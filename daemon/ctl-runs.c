@@ -238,22 +238,11 @@ int ctl_cmd_runs(struct ctl *ctl, int argc, char **argv)
 {
 	static const char *const headers[] = { "RUN", "EXPORT", "STATE", "TRIGGER", "QUEUED",
 					       "FINISHED", "SELECTED", "SENT", "REJECTED" };
-	json_t *args = NULL, *res = NULL, *e;
+	json_t *res = NULL, *e;
 	struct ctl_table t;
 	size_t i;
-	int r = ctl_paging_args(argc, argv, "runs", &args);
+	int r = ctl_paged_call(ctl, argc, argv, "runs", "export", "EXPORT", &res);
 
-	if (r != 0)
-		return r;
-	if (optind + 1 < argc) {
-		json_decref(args);
-		return ctl_usage(NULL, "runs", "expected at most one EXPORT");
-	}
-	if (optind < argc && ctl_set_str(args, "export", argv[optind]) < 0) {
-		json_decref(args);
-		return OOM();
-	}
-	r = ctl_call(ctl, "runs", args, NULL, NULL, &res);
 	if (r != 0)
 		return r;
 	if (ctl->json)
