@@ -3,7 +3,7 @@
  * ccsyncctl: the operator's command line. It speaks the control protocol (lib/ctlproto) to
  * ccsyncd over its UNIX socket; it never opens the database itself, so every change goes through
  * the daemon's access checks and audit log. This file handles the global options and picks the
- * command; the commands live in ctl-commands.c.
+ * command; the commands live in ctl-commands.c (the table of verbs) and ctl-<domain>.c.
  */
 #include <getopt.h>
 #include <signal.h>

@@ -17,27 +17,21 @@
 #include "store-internal.h"
 #include "store.h"
 #include "test-db.h"
+#include "test-fixture.h"
 #include "test-helpers.h"
 
-struct fixture {
-	struct tmpdir dir;
-	char db[PATH_MAX];
-	struct store *s;
-	char err[1024];
-};
-
-static void raw_exec(struct fixture *f, const char *sql)
+static void raw_exec(struct store_fixture *f, const char *sql)
 {
 	test_db_exec(f->db, sql);
 }
 
-static int64_t raw_int(struct fixture *f, const char *sql)
+static int64_t raw_int(struct store_fixture *f, const char *sql)
 {
 	return test_db_int64(f->db, sql);
 }
 
 /* The attribute document of a profile, or "(none)". Static buffer: one use per statement. */
-static const char *attributes(struct fixture *f, const char *pid)
+static const char *attributes(struct store_fixture *f, const char *pid)
 {
 	static char buf[4096];
 	sqlite3 *db;
@@ -60,7 +54,7 @@ static const char *attributes(struct fixture *f, const char *pid)
 }
 
 /* Rows left in this connection's staging table (a TEMP table: only visible from f->s). */
-static int64_t staged(struct fixture *f)
+static int64_t staged(struct store_fixture *f)
 {
 	sqlite3_stmt *st = store_prepare(f->s, "SELECT count(*) FROM temp.ccsync_import_staging");
 	int64_t n;
@@ -75,31 +69,15 @@ static int64_t staged(struct fixture *f)
 
 static int setup(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	tmpdir_make(&f->dir);
-	tmpdir_file(&f->dir, "ccsync.db", f->db, sizeof(f->db));
-	if (store_open(f->db, STORE_OPEN_CREATE, 2000, &f->s, f->err, sizeof(f->err)) < 0)
-		fail_msg("%s", f->err);
-	raw_exec(f, "INSERT INTO profiles (profile_id, attributes) VALUES "
-		    "('keep', '{\"email\":\"keep@x.org\"}')");
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-
-	store_free(f->s);
-	tmpdir_remove(&f->dir);
-	free(f);
+	store_fixture_setup(state);
+	raw_exec(*state, "INSERT INTO profiles (profile_id, attributes) VALUES "
+			 "('keep', '{\"email\":\"keep@x.org\"}')");
 	return 0;
 }
 
 /* Runs a whole import, feeding len bytes in chunks of chunk (0: all at once). */
-static int import(struct fixture *f, const struct importer_options *o, const char *in, size_t len,
-		  size_t chunk, struct importer_result *res)
+static int import(struct store_fixture *f, const struct importer_options *o, const char *in,
+		  size_t len, size_t chunk, struct importer_result *res)
 {
 	struct importer *im = NULL;
 	int r;
@@ -136,7 +114,7 @@ static const char csv_sample[] = "\xef\xbb\xbfprofile_id,email,note,city\r\n"
 				 "p2,bob@x.org,\"two\nlines\",\r\n"
 				 "p3,\"\",plain,\"Mil\xc3\xa1n\"";
 
-static void check_sample(struct fixture *f)
+static void check_sample(struct store_fixture *f)
 {
 	assert_string_equal(attributes(f, "p1"),
 			    "{\"email\":\"ann@x.org\",\"note\":\"Hello, \\\"world\\\"\","
@@ -148,7 +126,7 @@ static void check_sample(struct fixture *f)
 
 static void test_csv_profiles(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct importer_result res = {};
 
 	assert_int_equal(import(f, &csv_profiles, csv_sample, sizeof(csv_sample) - 1, 0, &res), 0);
@@ -170,7 +148,7 @@ static void test_csv_profiles(void **state)
 
 static void test_csv_any_chunking(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct importer_result res = {};
 	static const size_t chunks[] = { 1, 2, 3, 7, 64 };
 
@@ -187,7 +165,7 @@ static void test_csv_any_chunking(void **state)
 
 static void test_csv_id_column_option(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct importer_options o = { IMPORTER_PROFILES, IMPORTER_CSV, "customer", NULL };
 	static const char in[] = "email,customer,profile_id\na@x.org,c-1,ignored\n";
 	struct importer_result res = {};
@@ -204,7 +182,7 @@ struct bad_case {
 	const char *error;
 };
 
-static void expect_failures(struct fixture *f, const struct importer_options *o,
+static void expect_failures(struct store_fixture *f, const struct importer_options *o,
 			    const struct bad_case *cases, size_t n)
 {
 	int64_t before = raw_int(f, "SELECT count(*) FROM profiles");
@@ -229,7 +207,7 @@ static void expect_failures(struct fixture *f, const struct importer_options *o,
 
 static void test_csv_errors_name_the_line(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	static char long_id[400], long_name[300];
 	const struct bad_case cases[] = {
 		{ "profile_id,a\np1,x\np2,y,z\n", 0,
@@ -273,7 +251,7 @@ static void test_csv_errors_name_the_line(void **state)
 
 static void test_csv_limits(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	size_t big = 2 * 1024 * 1024;
 	char *in = malloc(big);
 	struct importer_result res = {};
@@ -314,7 +292,7 @@ static void test_csv_limits(void **state)
 
 static void test_all_or_nothing_and_sticky_error(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct importer *im = NULL;
 	char *in = malloc(64 * 1024), err2[1024];
 	size_t n = (size_t)snprintf(in, 64 * 1024, "profile_id,email\nkeep,changed@x.org\n");
@@ -348,7 +326,7 @@ static void test_all_or_nothing_and_sticky_error(void **state)
 
 static void test_jsonl_profiles(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	static const char in[] =
 		"{\"profile_id\":\"p1\", \"n\": 0.1, \"big\": 12345678901234567890, "
 		"\"nested\": {\"a\": [1, 2]}, \"t\": true, \"z\": null, \"s\": \"caf\\u00e9\"}\r\n"
@@ -374,7 +352,7 @@ static void test_jsonl_profiles(void **state)
 
 static void test_jsonl_errors(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	static char too_long[1100000];
 	const struct bad_case cases[] = {
 		{ "[1,2]\n", 0, "line 1: a JSON object is expected" },
@@ -405,7 +383,7 @@ static void test_jsonl_errors(void **state)
 
 static void test_segment_import_replaces_membership(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct importer_options o = { IMPORTER_SEGMENT, IMPORTER_CSV, NULL, "vip" };
 	struct importer_result res = {};
 	static const char csv[] = "name,profile_id\nx,b\ny,c\nz,ghost\n";
@@ -445,7 +423,7 @@ static void test_segment_import_replaces_membership(void **state)
 
 static void test_options_checked(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct importer *im = NULL;
 	char name[300];
 	struct importer_options o = { IMPORTER_SEGMENT, IMPORTER_CSV, NULL, NULL };
@@ -467,7 +445,7 @@ static void test_options_checked(void **state)
 
 static void test_streaming_takes_no_database_lock(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct importer *im = NULL;
 	struct importer_result res = {};
 	sqlite3 *writer;
@@ -496,20 +474,24 @@ static void test_streaming_takes_no_database_lock(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_csv_profiles, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_csv_any_chunking, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_csv_id_column_option, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_csv_errors_name_the_line, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_csv_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_csv_profiles, setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_csv_any_chunking,
+						setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_csv_id_column_option,
+						setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_csv_errors_name_the_line,
+						setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_csv_limits, setup, store_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_all_or_nothing_and_sticky_error, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_jsonl_profiles, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_jsonl_errors, setup, teardown),
+						store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_jsonl_profiles, setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_jsonl_errors, setup, store_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_segment_import_replaces_membership, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_options_checked, setup, teardown),
+						store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_options_checked,
+						setup, store_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_streaming_takes_no_database_lock, setup,
-						teardown),
+						store_fixture_teardown),
 	};
 	return cmocka_run_group_tests_name("importer", tests, NULL, NULL);
 }

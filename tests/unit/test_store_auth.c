@@ -10,34 +10,10 @@
 
 #include "store-auth.h"
 #include "store-internal.h"
+#include "test-fixture.h"
 #include "test-helpers.h"
 
-struct fixture {
-	struct tmpdir dir;
-	struct store *s;
-};
-
-static void exec(struct fixture *f, const char *sql)
-{
-	char *msg = NULL;
-
-	if (sqlite3_exec(store_db(f->s), sql, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-}
-
-static int64_t query_int(struct fixture *f, const char *sql)
-{
-	sqlite3_stmt *st;
-	int64_t v;
-
-	assert_int_equal(sqlite3_prepare_v2(store_db(f->s), sql, -1, &st, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
-
-static char *query_text(struct fixture *f, const char *sql)
+static char *query_text(struct store_fixture *f, const char *sql)
 {
 	sqlite3_stmt *st;
 	char *v = NULL;
@@ -52,34 +28,21 @@ static char *query_text(struct fixture *f, const char *sql)
 
 static int setup(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-	char path[PATH_MAX], err[256];
+	struct store_fixture *f;
 
-	tmpdir_make(&f->dir);
-	tmpdir_file(&f->dir, "t.db", path, sizeof(path));
-	assert_int_equal(store_open(path, STORE_OPEN_CREATE, 1000, &f->s, err, sizeof(err)), 0);
-	exec(f, "INSERT INTO connections (connection_id, name, client_id, auth_flow, usable_by, "
-		"created_at, updated_at) VALUES (1, 'main', 'key-1', 'pkce', "
-		"'admins_and_contributors', 100, 100)");
-	exec(f, "INSERT INTO connections (connection_id, name, client_id, removed_at) "
-		"VALUES (2, 'gone', 'key-2', 500)");
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-
-	store_free(f->s);
-	tmpdir_remove(&f->dir);
-	free(f);
+	store_fixture_setup(state);
+	f = *state;
+	test_store_exec(f->s, "INSERT INTO connections (connection_id, name, client_id, auth_flow, "
+			"usable_by, created_at, updated_at) VALUES (1, 'main', 'key-1', "
+			"'pkce', 'admins_and_contributors', 100, 100)");
+	test_store_exec(f->s, "INSERT INTO connections (connection_id, name, client_id, "
+			"removed_at) VALUES (2, 'gone', 'key-2', 500)");
 	return 0;
 }
 
 static void test_connection(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_auth_connection c = { 0 };
 
 	assert_int_equal(store_auth_get_connection(f->s, 1, &c), 0);
@@ -98,14 +61,14 @@ static void test_connection(void **state)
 
 static void test_tokens(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_auth_tokens t = { 0 };
 	struct store_auth_connection c = { 0 };
 	char *before, *after;
 
 	assert_int_equal(store_auth_get_tokens(f->s, 1, &t), -ENOENT);
-	exec(f, "UPDATE connections SET auth_state = 'needs_reauth', auth_error = 'old' "
-		"WHERE connection_id = 1");
+	test_store_exec(f->s, "UPDATE connections SET auth_state = 'needs_reauth', "
+			"auth_error = 'old' WHERE connection_id = 1");
 	before = query_text(f, "SELECT name || usable_by || client_id || auth_flow || created_at "
 			       "FROM connections WHERE connection_id = 1");
 	assert_int_equal(store_auth_save_tokens(f->s, 1, "AT1", 1000, "RT1"), 0);
@@ -120,8 +83,8 @@ static void test_tokens(void **state)
 	assert_int_equal(c.state, STORE_AUTH_AUTHORIZED);
 	assert_null(c.auth_error);
 	store_auth_connection_done(&c);
-	assert_true(query_int(f, "SELECT updated_at FROM connections WHERE connection_id = 1") >
-		    100);
+	assert_true(test_store_int64(f->s, "SELECT updated_at FROM connections "
+				     "WHERE connection_id = 1") > 100);
 	/* ...and touches no other column of the connection. */
 	after = query_text(f, "SELECT name || usable_by || client_id || auth_flow || created_at "
 			      "FROM connections WHERE connection_id = 1");
@@ -139,7 +102,7 @@ static void test_tokens(void **state)
 	/* Removed or missing connections get nothing written. */
 	assert_int_equal(store_auth_save_tokens(f->s, 2, "X", 1, "Y"), -ENOENT);
 	assert_int_equal(store_auth_save_tokens(f->s, 9, "X", 1, "Y"), -ENOENT);
-	assert_int_equal(query_int(f, "SELECT count(*) FROM connection_tokens"), 1);
+	assert_int_equal(test_store_int64(f->s, "SELECT count(*) FROM connection_tokens"), 1);
 	assert_int_equal(store_auth_save_tokens(f->s, 1, "", 1, "Y"), -EINVAL);
 
 	/* Inside someone else's transaction the write would not be durable on return. */
@@ -153,20 +116,21 @@ static void test_tokens(void **state)
 
 static void test_state(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_auth_connection c = { 0 };
 	struct store_auth_tokens t = { 0 };
 	char *err;
 
 	assert_int_equal(store_auth_save_tokens(f->s, 1, "AT1", 1000, "RT1"), 0);
-	exec(f, "UPDATE connections SET updated_at = 5 WHERE connection_id = 1");
+	test_store_exec(f->s, "UPDATE connections SET updated_at = 5 WHERE connection_id = 1");
 	assert_int_equal(store_auth_set_state(f->s, 1, STORE_AUTH_NEEDS_REAUTH,
 					      "refresh token refused"), 0);
 	assert_int_equal(store_auth_get_connection(f->s, 1, &c), 0);
 	assert_int_equal(c.state, STORE_AUTH_NEEDS_REAUTH);
 	assert_string_equal(c.auth_error, "refresh token refused");
 	store_auth_connection_done(&c);
-	assert_true(query_int(f, "SELECT updated_at FROM connections WHERE connection_id = 1") > 5);
+	assert_true(test_store_int64(f->s, "SELECT updated_at FROM connections "
+				     "WHERE connection_id = 1") > 5);
 	/* The access token is dropped so nothing uses it again; the refresh token stays for the
 	 * record (it is replaced by the next authorization). */
 	assert_int_equal(store_auth_get_tokens(f->s, 1, &t), 0);
@@ -181,7 +145,7 @@ static void test_state(void **state)
 
 static void test_usage(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_auth_usage u = { .day = "2024-03-10", .requests = 42, .paused_until = 0 };
 	struct store_auth_usage back;
 
@@ -191,24 +155,24 @@ static void test_usage(void **state)
 	assert_string_equal(back.day, "2024-03-10");
 	assert_int_equal(back.requests, 42);
 	assert_int_equal(back.paused_until, 0);
-	assert_int_equal(query_int(f, "SELECT paused_until IS NULL FROM api_usage"), 1);
+	assert_int_equal(test_store_int64(f->s, "SELECT paused_until IS NULL FROM api_usage"), 1);
 	u.requests = 10000;
 	u.paused_until = 1710115200;
 	assert_int_equal(store_auth_save_usage(f->s, "key-1", &u), 0);
 	assert_int_equal(store_auth_get_usage(f->s, "key-1", &back), 0);
 	assert_int_equal(back.requests, 10000);
 	assert_int_equal(back.paused_until, 1710115200);
-	assert_int_equal(query_int(f, "SELECT count(*) FROM api_usage"), 1);
+	assert_int_equal(test_store_int64(f->s, "SELECT count(*) FROM api_usage"), 1);
 	assert_int_equal(store_auth_get_usage(f->s, "key-2", &back), -ENOENT);
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_connection, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_state, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_usage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection, setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_tokens, setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_state, setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_usage, setup, store_fixture_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

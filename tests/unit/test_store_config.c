@@ -13,60 +13,12 @@
 #include "store-config.h"
 #include "store-internal.h"
 #include "store.h"
+#include "test-fixture.h"
 #include "test-helpers.h"
 
 #define LIST_A "0b1c3f4a-8a51-11ee-9f4c-fa163e0b7c29"
 #define LIST_B "9d7f2c10-8a51-11ee-9f4c-fa163e0b7c29"
 #define NOW 1700000000
-
-struct fixture {
-	struct tmpdir dir;
-	char db[PATH_MAX];
-	struct store *s;
-};
-
-static int setup(void **state)
-{
-	struct fixture *f = calloc(1, sizeof(*f));
-	char err[256];
-
-	tmpdir_make(&f->dir);
-	tmpdir_file(&f->dir, "ccsync.db", f->db, sizeof(f->db));
-	if (store_open(f->db, STORE_OPEN_CREATE, 1000, &f->s, err, sizeof(err)) < 0)
-		fail_msg("%s", err);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *f = *state;
-
-	store_free(f->s);
-	tmpdir_remove(&f->dir);
-	free(f);
-	return 0;
-}
-
-static void exec(struct store *s, const char *sql)
-{
-	char *msg = NULL;
-
-	if (sqlite3_exec(store_db(s), sql, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("%s: %s", sql, msg);
-}
-
-static int64_t query_int(struct store *s, const char *sql)
-{
-	sqlite3_stmt *st;
-	int64_t v;
-
-	assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
 
 /* No statement of ours may be left mid-step: it would hold a read transaction open. */
 static void assert_no_busy_statements(struct store *s)
@@ -89,7 +41,7 @@ static int64_t add_connection(struct store *s, const char *name)
 
 static void test_connection_insert_get_find(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_connection c = {};
 	int64_t id, id2;
 
@@ -122,13 +74,13 @@ static void test_connection_insert_get_find(void **state)
 	/* A live name is unique. */
 	assert_int_equal(store_config_connection_insert(f->s, "main", "k", NULL, NULL, NOW, &id2),
 			 -EEXIST);
-	assert_int_equal(query_int(f->s, "SELECT count(*) FROM connections"), 2);
+	assert_int_equal(test_store_int64(f->s, "SELECT count(*) FROM connections"), 2);
 	assert_no_busy_statements(f->s);
 }
 
 static void test_connection_list_update(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_connection *v = NULL, c = {};
 	size_t n = 99;
 	int64_t a, b;
@@ -180,7 +132,7 @@ static void test_connection_list_update(void **state)
 
 static void test_connection_consent(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_connection c = {};
 	int64_t id = add_connection(f->s, "main");
 
@@ -195,7 +147,7 @@ static void test_connection_consent(void **state)
 	assert_int_equal(store_config_connection_set_consent(f->s, id, NULL, 0, NOW + 70), 0);
 	assert_int_equal(store_config_connection_get(f->s, id, &c), 0);
 	assert_null(c.consent_by);
-	assert_int_equal(query_int(f->s, "SELECT consent_uid IS NULL AND consent_at IS NULL "
+	assert_int_equal(test_store_int64(f->s, "SELECT consent_uid IS NULL AND consent_at IS NULL "
 				   "FROM connections"), 1);
 	store_connection_done(&c);
 	assert_int_equal(store_config_connection_set_consent(f->s, 777, "x", 1, NOW), -ENOENT);
@@ -203,7 +155,7 @@ static void test_connection_consent(void **state)
 
 static void test_connection_tokens_and_removal(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_connection c = {};
 	bool deleted = true;
 	int64_t id = add_connection(f->s, "main"), again, count = -1;
@@ -213,7 +165,7 @@ static void test_connection_tokens_and_removal(void **state)
 	snprintf(sql, sizeof(sql), "INSERT INTO connection_tokens (connection_id, access_token, "
 		 "refresh_token) VALUES (%lld, 'SECRET-ACCESS-TOKEN', 'SECRET-REFRESH-TOKEN')",
 		 (long long)id);
-	exec(f->s, sql);
+	test_store_exec(f->s, sql);
 	assert_int_equal(store_config_connection_get(f->s, id, &c), 0);
 	assert_true(c.has_tokens);
 	store_connection_done(&c);
@@ -226,7 +178,7 @@ static void test_connection_tokens_and_removal(void **state)
 	assert_int_equal(store_config_connection_remove(f->s, id, NOW + 1), 0);
 	assert_int_equal(store_commit(f->s), 0);
 	assert_int_equal(store_checkpoint(f->s), 0);
-	assert_int_equal(query_int(f->s, "SELECT count(*) FROM connection_tokens"), 0);
+	assert_int_equal(test_store_int64(f->s, "SELECT count(*) FROM connection_tokens"), 0);
 	assert_int_equal(store_config_connection_delete_tokens(f->s, id, &deleted), 0);
 	assert_false(deleted);
 
@@ -234,7 +186,7 @@ static void test_connection_tokens_and_removal(void **state)
 	assert_int_equal(store_config_connection_get(f->s, id, &c), -ENOENT);
 	assert_int_equal(store_config_connection_find(f->s, "main", &c), -ENOENT);
 	assert_int_equal(store_config_connection_remove(f->s, id, NOW + 2), -ENOENT);
-	assert_int_equal(query_int(f->s, "SELECT removed_at FROM connections"), NOW + 1);
+	assert_int_equal(test_store_int64(f->s, "SELECT removed_at FROM connections"), NOW + 1);
 	again = add_connection(f->s, "main");
 	assert_true(again != id);
 
@@ -271,7 +223,7 @@ static int64_t add_segment(struct store *s, const char *name)
 	char sql[256];
 
 	snprintf(sql, sizeof(sql), "INSERT INTO segments (name) VALUES ('%s')", name);
-	exec(s, sql);
+	test_store_exec(s, sql);
 	return sqlite3_last_insert_rowid(store_db(s));
 }
 
@@ -296,7 +248,7 @@ static void make_export(struct store_export *e, const char *name, int64_t conn,
 
 static void test_export_insert_get_list(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	int64_t conn = add_connection(f->s, "main");
 	struct store_export_segment segs[] = { { add_segment(f->s, "vip") },
 					       { add_segment(f->s, "all") } };
@@ -342,7 +294,7 @@ static void test_export_insert_get_list(void **state)
 	assert_string_equal(got.fields[1].target, "job_title");
 	assert_int_equal(got.created_at, NOW);
 	store_export_done(&got);
-	assert_int_equal(query_int(f->s, "SELECT last_due_at IS NULL FROM schedules"), 1);
+	assert_int_equal(test_store_int64(f->s, "SELECT last_due_at IS NULL FROM schedules"), 1);
 
 	assert_int_equal(store_config_connection_get(f->s, conn, &c), 0);
 	assert_int_equal(c.exports, 1);
@@ -375,7 +327,7 @@ static void test_export_insert_get_list(void **state)
 
 static void test_export_update(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	int64_t conn = add_connection(f->s, "main"), conn2 = add_connection(f->s, "other");
 	struct store_export_segment segs[] = { { add_segment(f->s, "a") },
 					       { add_segment(f->s, "b") } };
@@ -388,7 +340,7 @@ static void test_export_update(void **state)
 	assert_int_equal(store_config_export_insert(f->s, &e, NOW, &id), 0);
 
 	/* The scheduler handled a fire: a changed cron moves it to now, an unchanged one not. */
-	exec(f->s, "UPDATE schedules SET last_due_at = 1600000000");
+	test_store_exec(f->s, "UPDATE schedules SET last_due_at = 1600000000");
 	make_export(&e, "y", conn2, &segs[1], 1, NULL, 0);
 	e.export_id = id;
 	e.list_id = (char *)LIST_B;
@@ -399,7 +351,7 @@ static void test_export_update(void **state)
 	e.cron = (char *)"0 1 * * *";
 	e.created_by = (char *)"mallory"; /* not rewritten */
 	assert_int_equal(store_config_export_update(f->s, &e, NOW + 10), 0);
-	assert_int_equal(query_int(f->s, "SELECT last_due_at FROM schedules"), 1600000000);
+	assert_int_equal(test_store_int64(f->s, "SELECT last_due_at FROM schedules"), 1600000000);
 	assert_int_equal(store_config_export_get(f->s, id, &got), 0);
 	assert_string_equal(got.name, "y");
 	assert_int_equal(got.connection_id, conn2);
@@ -419,8 +371,8 @@ static void test_export_update(void **state)
 	e.cron = (char *)"*/5 * * * *";
 	e.time_zone = (char *)"UTC";
 	assert_int_equal(store_config_export_update(f->s, &e, NOW + 20), 0);
-	assert_int_equal(query_int(f->s, "SELECT last_due_at FROM schedules"), NOW + 20);
-	assert_int_equal(query_int(f->s, "SELECT count(*) FROM schedules"), 1);
+	assert_int_equal(test_store_int64(f->s, "SELECT last_due_at FROM schedules"), NOW + 20);
+	assert_int_equal(test_store_int64(f->s, "SELECT count(*) FROM schedules"), 1);
 
 	e.export_id = 9999;
 	assert_int_equal(store_config_export_update(f->s, &e, NOW), -ENOENT);
@@ -429,7 +381,7 @@ static void test_export_update(void **state)
 
 static void test_export_enable_remove_and_connection_cascade(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	int64_t conn = add_connection(f->s, "main"), id = 0, id2 = 0, count = 0;
 	struct store_export_segment segs[] = { { add_segment(f->s, "a") } };
 	struct store_export e, got = {};
@@ -474,7 +426,7 @@ static void test_export_enable_remove_and_connection_cascade(void **state)
 
 static void test_audit(void **state)
 {
-	struct fixture *f = *state;
+	struct store_fixture *f = *state;
 	struct store_audit_entry e = {
 		.at = NOW,
 		.has_uid = true,
@@ -495,7 +447,7 @@ static void test_audit(void **state)
 	e.has_uid = false;
 	e.before_json = (char *)"{not json";
 	assert_int_equal(store_config_audit_add(f->s, &e, &ids[0]), -EINVAL);
-	assert_int_equal(query_int(f->s, "SELECT count(*) FROM audit_log"), 5);
+	assert_int_equal(test_store_int64(f->s, "SELECT count(*) FROM audit_log"), 5);
 
 	assert_int_equal(store_config_audit_list(f->s, 0, 3, &v, &n), 0);
 	assert_int_equal(n, 3);
@@ -532,16 +484,22 @@ static void test_now(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_connection_insert_get_find, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_connection_list_update, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_connection_consent, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_connection_tokens_and_removal, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(test_export_insert_get_list, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_export_update, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_insert_get_find,
+						store_fixture_setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_connection_list_update,
+						store_fixture_setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_connection_consent,
+						store_fixture_setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_connection_tokens_and_removal,
+						store_fixture_setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_export_insert_get_list,
+						store_fixture_setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_export_update,
+						store_fixture_setup, store_fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_export_enable_remove_and_connection_cascade,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(test_audit, setup, teardown),
+						store_fixture_setup, store_fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_audit,
+						store_fixture_setup, store_fixture_teardown),
 		cmocka_unit_test(test_now),
 	};
 
