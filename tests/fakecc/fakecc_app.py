@@ -834,6 +834,11 @@ class App:
         a.complete = begin + d
         self.sched_tail = a.complete
         of = self.faults.get("activity_outcome")
+        if of and of.get("kind") not in (None, kind):
+            of = None
+        if of and of.get("skip", 0) > 0:
+            of["skip"] -= 1
+            of = None
         if of and of.get("count", 1) > 0:
             a.outcome = {"state": of["state"], "errors": list(of.get("errors") or []),
                          "applied_fraction": float(of.get("applied_fraction", 0.0))}
@@ -2300,7 +2305,11 @@ class App:
                             "timed_out": ["The activity timed out before completing."],
                             "cancelled": ["The activity was cancelled."],
                             "completed": []}[st]
+                kind = v.get("kind")
+                if kind not in (None, "import", "remove", "add"):
+                    raise ValueError("kind must be import, remove or add")
                 self.faults[name] = {"state": st, "count": int(v.get("count", 1)),
+                                     "kind": kind, "skip": int(v.get("skip", 0)),
                                      "errors": list(errs),
                                      "applied_fraction": float(v.get("applied_fraction", 0.0))}
             elif name == "activity_stuck":
