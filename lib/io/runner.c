@@ -10,7 +10,8 @@
  * steps, so the planner needs no lock; the one field both sides touch concurrently is the atomic
  * cancel flag that makes a running step return early.
  *
- * The plan is read twice: pass 1 returns the rejected rows (written to the run in chunks) and,
+ * Dry runs, and mirror runs of small lists or first syncs, read the plan twice (the others once,
+ * see RUNNER_SINGLE_PASS): pass 1 returns the rejected rows (written to the run in chunks) and,
  * in mirror mode, the departed contacts ccsync added (spooled to an unlinked temporary file, so
  * a large removal does not sit in memory while the imports run); once pass 1 has ended, the
  * plan's counters are complete and are recorded (store_data_run_set_plan) before any batch is
@@ -55,11 +56,13 @@
 #define NO_STRING UINT32_MAX
 
 /*
- * An upsert run (not dry, not mirror) reads its plan once, sending as it goes, and saves the
- * second sort (about 0.8 s of CPU per million members). Its final plan totals are recorded after
- * the first batches may have been confirmed; store_data_run_set_plan accepts them as long as they
- * account for those confirmations. Dry and mirror runs keep two passes (the removal guard and
- * the dry-run report need the whole plan before anything is sent).
+ * A run that is not dry reads its plan once, sending as it goes, and saves the second scan
+ * (about 1 s of CPU per million members). Its final plan totals are recorded after the first
+ * batches may have been confirmed; store_data_run_set_plan accepts them as long as they account
+ * for those confirmations. Dry runs keep two passes (the report needs the whole plan first), and
+ * so do mirror runs that read the list's members before the first import (a first sync, or a
+ * list of at most MEMBER_PAGES_MAX pages; see pass1_next). A single-pass mirror run checks the
+ * removal guard after its imports, before its first removal.
  */
 #define RUNNER_SINGLE_PASS true
 
