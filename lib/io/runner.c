@@ -1031,6 +1031,43 @@ static bool request_end(struct run *run)
 	return run->finalized;
 }
 
+/* A request the client refused outright (r < 0, message in err): undoes request_begin and stops
+ * the run with "<what>: <err>". */
+static void request_refused(struct run *run, int r, const char *what, const char *err)
+{
+	request_end(run);
+	run_unref(run);
+	run_stop(run, STOP_FAIL, r, "%s: %s", what, err);
+}
+
+/* Requests the page run->page_next (NULL: the first) of list_id's members, for cb. */
+static void list_page_fetch(struct run *run, const char *list_id, ccclient_done_fn cb,
+			    const char *what)
+{
+	struct ccclient_call call = run_call(run, run);
+	char err[512];
+	int r;
+
+	request_begin(run);
+	r = ccclient_contacts_by_list(run->runner->cc, &call, list_id, run->page_next, cb, run,
+				      err, sizeof(err));
+	if (r < 0)
+		request_refused(run, r, what, err);
+}
+
+/* Keeps a page's next link in run->page_next: 1 when there is one, 0 at the last page, or
+ * -ENOMEM (the run stopped). */
+static int page_advance(struct run *run, const char *next)
+{
+	free(run->page_next);
+	run->page_next = next ? strdup(next) : NULL;
+	if (next && !run->page_next) {
+		run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
+		return -ENOMEM;
+	}
+	return next ? 1 : 0;
+}
+
 /* ------------------------------------------------------------------ progress */
 
 static void run_refresh_counters(struct run *run)
@@ -1676,24 +1713,14 @@ static void on_members_page(const struct ccclient_result *res, void *userdata);
 
 static void members_fetch(struct run *run)
 {
-	struct ccclient_call call = run_call(run, run);
-	char err[512];
-	int r;
-
-	request_begin(run);
-	r = ccclient_contacts_by_list(run->runner->cc, &call, run->list_id, run->page_next,
-				      on_members_page, run, err, sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "reading the list's members failed: %s", err);
-	}
+	list_page_fetch(run, run->list_id, on_members_page, "reading the list's members failed");
 }
 
 static void on_members_page(const struct ccclient_result *res, void *userdata)
 {
 	struct run *run = userdata;
 	const struct ccapi_contact_page *pg = res->contacts;
+	int r;
 
 	if (request_end(run) || run->stop != STOP_NONE)
 		goto out;
@@ -1713,15 +1740,10 @@ static void on_members_page(const struct ccclient_result *res, void *userdata)
 		}
 		run->members[run->n_members++] = email_hash(pg->contacts[i].email);
 	}
-	free(run->page_next);
-	run->page_next = NULL;
-	if (pg->next) {
-		run->page_next = strdup(pg->next);
-		if (!run->page_next) {
-			run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
-			goto out;
-		}
-		members_fetch(run);
+	r = page_advance(run, pg->next);
+	if (r != 0) {
+		if (r > 0)
+			members_fetch(run);
 		goto out;
 	}
 	qsort(run->members, run->n_members, sizeof(*run->members), cmp_u64);
@@ -2301,24 +2323,15 @@ static void on_removal_page(const struct ccclient_result *res, void *userdata);
 
 static void removal_page_fetch(struct run *run)
 {
-	struct ccclient_call call = run_call(run, run);
-	char err[512];
-	int r;
-
-	request_begin(run);
-	r = ccclient_contacts_by_list(run->runner->cc, &call, run->list_id, run->page_next,
-				      on_removal_page, run, err, sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "reading the list to find contacts to remove: %s", err);
-	}
+	list_page_fetch(run, run->list_id, on_removal_page,
+			"reading the list to find contacts to remove");
 }
 
 static void on_removal_page(const struct ccclient_result *res, void *userdata)
 {
 	struct run *run = userdata;
 	const struct ccapi_contact_page *pg = res->contacts;
+	int r;
 
 	if (request_end(run) || run->stop != STOP_NONE)
 		goto out;
@@ -2343,18 +2356,11 @@ static void on_removal_page(const struct ccclient_result *res, void *userdata)
 			goto out;
 		}
 	}
-	free(run->page_next);
-	run->page_next = NULL;
-	if (pg->next) {
-		run->page_next = strdup(pg->next);
-		if (!run->page_next) {
-			run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
-			goto out;
-		}
+	r = page_advance(run, pg->next);
+	if (r > 0)
 		removal_page_fetch(run);
-		goto out;
-	}
-	removals_plan(run);
+	else if (r == 0)
+		removals_plan(run);
 out:
 	run_check_done(run);
 	run_unref(run);
@@ -2448,6 +2454,32 @@ static void remove_post(struct run *run, struct batch *b)
 	}
 }
 
+/* Records removal batch b (its emails and ids set; transfer full) and posts it. 0, or negative
+ * errno with the run stopped. */
+static int removal_batch_send(struct run *run, struct batch *b)
+{
+	char err[512];
+	int r;
+
+	b->run = run;
+	b->kind = STORE_DATA_BATCH_REMOVE;
+	b->batch_no = ++run->batch_no;
+	b->contacts = (int64_t)b->n_emails;
+	r = store_data_batch_add(run->runner->store, run->run_id, b->batch_no,
+				 STORE_DATA_BATCH_REMOVE, b->contacts, 0, err, sizeof(err));
+	if (r < 0) {
+		batch_free(b);
+		run_stop(run, STOP_FAIL, r, "recording a removal batch failed: %s", err);
+		return r;
+	}
+	run->n_batches++;
+	b->next = run->batches;
+	run->batches = b;
+	run->n_unconfirmed++;
+	remove_post(run, b);
+	return 0;
+}
+
 static void remove_pump(struct run *run)
 {
 	while (run->stop == STOP_NONE && !run->finalized && run->n_unconfirmed < RUNNER_WINDOW &&
@@ -2455,8 +2487,6 @@ static void remove_pump(struct run *run)
 		size_t k = run->n_found - run->next_chunk;
 		bool first = run->next_chunk == 0;
 		struct batch *b;
-		char err[512];
-		int r;
 
 		if (k > CCAPI_REMOVE_MAX_CONTACTS)
 			k = CCAPI_REMOVE_MAX_CONTACTS;
@@ -2471,8 +2501,6 @@ static void remove_pump(struct run *run)
 			run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
 			return;
 		}
-		b->run = run;
-		b->kind = STORE_DATA_BATCH_REMOVE;
 		b->n_ids = k;
 		for (size_t i = 0; i < k; i++) {
 			b->ids[i] = run->found_ids[run->next_chunk + i];
@@ -2481,20 +2509,8 @@ static void remove_pump(struct run *run)
 		for (size_t i = k; i < b->n_emails; i++)
 			b->emails[i] = run->missing_emails[i - k];
 		run->next_chunk += k;
-		b->batch_no = ++run->batch_no;
-		b->contacts = (int64_t)b->n_emails;
-		r = store_data_batch_add(run->runner->store, run->run_id, b->batch_no,
-					 STORE_DATA_BATCH_REMOVE, b->contacts, 0, err, sizeof(err));
-		if (r < 0) {
-			batch_free(b);
-			run_stop(run, STOP_FAIL, r, "recording a removal batch failed: %s", err);
+		if (removal_batch_send(run, b) < 0)
 			return;
-		}
-		run->n_batches++;
-		b->next = run->batches;
-		run->batches = b;
-		run->n_unconfirmed++;
-		remove_post(run, b);
 	}
 	if (run->stop == STOP_NONE && !run->finalized && run->n_unconfirmed == 0 &&
 	    run->next_chunk >= run->n_found)
@@ -2599,11 +2615,8 @@ static void on_staging_created(const struct ccclient_result *res, void *userdata
 		request_begin(run);
 		r = ccclient_list_find(run->runner->cc, &call, name, on_staging_found, run, err,
 				       sizeof(err));
-		if (r < 0) {
-			request_end(run);
-			run_unref(run);
-			run_stop(run, STOP_FAIL, r, "finding the staging list failed: %s", err);
-		}
+		if (r < 0)
+			request_refused(run, r, "finding the staging list failed", err);
 		goto out;
 	}
 	if (res->error == -EEXIST || !staging_result_ok(run, res, "creating the staging list failed"))
@@ -2636,11 +2649,8 @@ static void staging_create(struct run *run)
 	request_begin(run);
 	r = ccclient_list_create(run->runner->cc, &call, name, desc, on_staging_created, run, err,
 				 sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "creating the staging list failed: %s", err);
-	}
+	if (r < 0)
+		request_refused(run, r, "creating the staging list failed", err);
 }
 
 /* Waits for activity id (an empty or an import of the staging list) to end. */
@@ -2652,12 +2662,8 @@ static void staging_wait(struct run *run, const char *id, ccclient_done_fn cb)
 
 	request_begin(run);
 	r = ccclient_activity_wait(run->runner->cc, &call, id, 0, cb, run, err, sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "waiting for staging list activity %s failed: %s", id,
-			 err);
-	}
+	if (r < 0)
+		request_refused(run, r, "waiting for a staging list activity failed", err);
 }
 
 /* The pending activity ended (or CC forgot it): an empty that completed leaves the list clean,
@@ -2694,11 +2700,8 @@ static void staging_empty(struct run *run)
 	r = ccclient_remove_list_members(run->runner->cc, &call, run->staging.list_id,
 					 run->staging.list_id, on_staging_empty_posted, run, err,
 					 sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "emptying the staging list failed: %s", err);
-	}
+	if (r < 0)
+		request_refused(run, r, "emptying the staging list failed", err);
 }
 
 static void on_staging_empty_posted(const struct ccclient_result *res, void *userdata)
@@ -2836,11 +2839,8 @@ static void staging_import_next(struct run *run)
 	request_begin(run);
 	r = ccclient_import(rn->cc, &call, body, len, on_staging_import_posted, run, err,
 			    sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "the staging import was refused: %s", err);
-	}
+	if (r < 0)
+		request_refused(run, r, "the staging import was refused", err);
 }
 
 /* Posts the removal of the staging list's members from the exported list, recorded as a remove
@@ -2849,8 +2849,6 @@ static void staging_list_remove(struct run *run, bool all)
 {
 	struct batch *b;
 	size_t n = 0;
-	char err[512];
-	int r;
 
 	run->stage = STG_LIST_REMOVE;
 	b = calloc(1, sizeof(*b));
@@ -2871,41 +2869,16 @@ static void staging_list_remove(struct run *run, bool all)
 		removals_done(run);
 		return;
 	}
-	b->run = run;
-	b->kind = STORE_DATA_BATCH_REMOVE;
 	b->n_emails = n;
-	b->batch_no = ++run->batch_no;
-	b->contacts = (int64_t)n;
-	r = store_data_batch_add(run->runner->store, run->run_id, b->batch_no,
-				 STORE_DATA_BATCH_REMOVE, b->contacts, 0, err, sizeof(err));
-	if (r < 0) {
-		batch_free(b);
-		run_stop(run, STOP_FAIL, r, "recording a removal batch failed: %s", err);
-		return;
-	}
-	run->n_batches++;
-	b->next = run->batches;
-	run->batches = b;
-	run->n_unconfirmed++;
-	remove_post(run, b);
+	(void)removal_batch_send(run, b); /* on failure the run has stopped */
 }
 
 static void on_staged_page(const struct ccclient_result *res, void *userdata);
 
 static void staged_page_fetch(struct run *run)
 {
-	struct ccclient_call call = run_call(run, run);
-	char err[512];
-	int r;
-
-	request_begin(run);
-	r = ccclient_contacts_by_list(run->runner->cc, &call, run->staging.list_id,
-				      run->page_next, on_staged_page, run, err, sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "reading the staging list failed: %s", err);
-	}
+	list_page_fetch(run, run->staging.list_id, on_staged_page,
+			"reading the staging list failed");
 }
 
 /* A page of the staging list's members: those departed contacts are staged (and their ids
@@ -2914,6 +2887,7 @@ static void on_staged_page(const struct ccclient_result *res, void *userdata)
 {
 	struct run *run = userdata;
 	const struct ccapi_contact_page *pg = res->contacts;
+	int r;
 
 	if (!staging_result_ok(run, res, "reading the staging list failed"))
 		goto out;
@@ -2927,15 +2901,10 @@ static void on_staged_page(const struct ccclient_result *res, void *userdata)
 		if (d)
 			d->staged = true;
 	}
-	free(run->page_next);
-	run->page_next = pg && pg->next ? strdup(pg->next) : NULL;
-	if (pg && pg->next && !run->page_next) {
-		run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
-		goto out;
-	}
-	if (run->page_next)
+	r = page_advance(run, pg ? pg->next : NULL);
+	if (r > 0)
 		staged_page_fetch(run);
-	else
+	else if (r == 0)
 		staging_list_remove(run, false);
 out:
 	run_check_done(run);
