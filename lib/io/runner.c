@@ -1184,7 +1184,7 @@ static void run_finalize(struct run *run)
 			to = STORE_DATA_RUN_FAILED;
 			snprintf(buf, sizeof(buf),
 				 "%u of %u batches failed (first: %s); their contacts were not "
-				 "confirmed and are sent again by the next run",
+				 "confirmed and are sent (or removed) again by the next run",
 				 run->n_failed, run->n_batches,
 				 run->first_batch_error ? run->first_batch_error : "unknown error");
 			msg = buf;
@@ -2676,7 +2676,10 @@ static void on_staging_settled(const struct ccclient_result *res, void *userdata
 	if (request_end(run) || run->stop != STOP_NONE)
 		goto out;
 	if (res->error < 0 && res->error != -EREMOTEIO && res->error != -ENOENT) {
-		staging_result_ok(run, res, "waiting for the last staging list activity failed");
+		run_stop(run, STOP_FAIL, res->error,
+			 "waiting for the last activity on the staging list %s failed: %s; nothing "
+			 "was removed by this run",
+			 m->list_id, res->message[0] ? res->message : strerror(-res->error));
 		goto out;
 	}
 	if (staging_record(run, NULL, false, m->dirty && !(m->pending_is_empty && res->error == 0)) <
