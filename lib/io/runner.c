@@ -216,6 +216,7 @@ enum stage {
 	STG_LIST_REMOVE, /* removing the staging list's members from the exported list */
 	STG_FALLBACK,	 /* departed contacts the import did not stage: by contact id */
 	STG_EMPTY,	 /* emptying the staging list */
+	STG_DONE,	 /* the final empty was accepted; waiting for the last imports, if any */
 };
 
 enum step {
@@ -330,6 +331,7 @@ struct run {
 	int64_t cannot_add;
 	unsigned n_resume_waits;
 	bool single, plan_final;
+	bool plan_closing, plan_closed; /* STEP_CLOSE queued / done */
 	int64_t confirmed_synced, confirmed_rejected, plan_rejected;
 
 	/* mirror removals */
@@ -340,6 +342,7 @@ struct run {
 
 	/* mirror removals through the staging list */
 	enum stage stage;
+	bool removals_planned; /* the stage's removal batches are all cut (removals_done may act) */
 	struct store_mirror_staging staging;
 	size_t staging_next;			/* next departed contact to import */
 	int64_t staging_persons, staging_cannot_add; /* summed over the staging imports */
@@ -1560,8 +1563,8 @@ static bool removal_guard_trips(struct run *run)
 		return false;
 	if (run->n_batches > 0)
 		snprintf(sent, sizeof(sent),
-			 "its %" PRId64 " adds and updates were sent, but nothing was removed",
-			 run->confirmed_synced);
+			 "its %" PRIu64 " adds and updates were sent, but nothing was removed",
+			 pc->to_send);
 	else
 		snprintf(sent, sizeof(sent), "nothing was sent");
 	run_stop(run, STOP_FAIL, -EPERM,
@@ -2163,12 +2166,6 @@ out:
 	run_unref(run);
 }
 
-/* All sends settled: end the snapshot, then (mirror) remove departed contacts or finish. */
-static void sends_done(struct run *run)
-{
-	run_queue_step(run, STEP_CLOSE);
-}
-
 static void send_pump(struct run *run)
 {
 	if (run->stop != STOP_NONE || run->finalized || run->work_active)
@@ -2178,8 +2175,15 @@ static void send_pump(struct run *run)
 			run_queue_step(run, STEP_ENCODE);
 		return;
 	}
-	if (run->n_unconfirmed == 0 && run->phase == RUNNER_PHASE_SENDING)
-		sends_done(run);
+	if (!run->plan_closing) {
+		/* Every batch is posted: end the snapshot and load the departed contacts now, so
+		 * that a mirror run's removal step overlaps the confirmation of its imports. */
+		run->plan_closing = true;
+		run_queue_step(run, STEP_CLOSE);
+		return;
+	}
+	if (run->plan_closed && run->n_unconfirmed == 0 && run->phase == RUNNER_PHASE_SENDING)
+		run_finalize(run);
 }
 
 /* Refused contacts but no contact to send at all: record them outside any batch. */
@@ -2425,6 +2429,7 @@ static void removals_plan(struct run *run)
 			 "Contact any more; nothing to remove",
 			 run->run_id, run->n_missing);
 	run->next_chunk = 0;
+	run->removals_planned = true;
 	remove_pump(run);
 }
 
@@ -2715,9 +2720,12 @@ static void on_staging_empty_posted(const struct ccclient_result *res, void *use
 		goto out;
 	if (staging_record(run, res->activity->activity_id, true, true) < 0)
 		goto out;
-	if (run->stage == STG_EMPTY)
-		run_finalize(run); /* the next run waits for this empty */
-	else
+	if (run->stage == STG_EMPTY) {
+		/* Done: the next run waits for this empty. */
+		run->stage = STG_DONE;
+		run->removals_planned = true;
+		removals_done(run);
+	} else
 		staging_wait(run, res->activity->activity_id, on_staging_settled);
 out:
 	run_check_done(run);
@@ -2867,6 +2875,7 @@ static void staging_list_remove(struct run *run, bool all)
 		if (run->departed[i].staged)
 			b->emails[n++] = run->departed[i].email;
 	}
+	run->removals_planned = true;
 	if (n == 0) {
 		batch_free(b);
 		removals_done(run);
@@ -2954,7 +2963,11 @@ static size_t departed_keep_unstaged(struct run *run)
 /* Every removal batch of the current stage has ended. */
 static void removals_done(struct run *run)
 {
-	if (run->stage == STG_NONE || run->n_failed > 0) {
+	/* Imports still in flight call back here through remove_pump when confirmed. */
+	if (run->n_unconfirmed > 0 || !run->removals_planned)
+		return;
+	run->removals_planned = false;
+	if (run->stage == STG_NONE || run->stage == STG_DONE || run->n_failed > 0) {
 		/* A failed removal leaves the staging list dirty: the next run empties it. */
 		run_finalize(run);
 		return;
@@ -2977,8 +2990,9 @@ static void on_closed_plan(struct run *run)
 	run->departed = TAKE_PTR(pl->departed);
 	run->n_departed = pl->n_departed;
 	pl->n_departed = 0;
+	run->plan_closed = true;
 	if (!run->mirror || run->n_failed > 0 || run->n_departed == 0)
-		run_finalize(run);
+		send_pump(run); /* finishes once the imports in flight are confirmed */
 	else if (!removal_guard_trips(run))
 		staging_start(run);
 }
