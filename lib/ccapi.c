@@ -603,33 +603,36 @@ static int put_id_array(struct buf *b, const char *const *ids, size_t n)
 	return 0;
 }
 
-int ccapi_remove_body(const char *const *contact_ids, size_t n_contacts,
-		      const char *const *list_ids, size_t n_lists, char **ret_body, size_t *ret_len,
-		      char *err, size_t errlen)
+/* {"source":{"<source_key>":[ids]},"list_ids":[lists]}: the one shape of both removal kinds. */
+static int remove_body(const char *source_key, const char *what, const char *const *ids, size_t n,
+		       size_t max, const char *const *list_ids, size_t n_lists, char **ret_body,
+		       size_t *ret_len, char *err, size_t errlen)
 {
 	struct buf b = { 0 };
 	int r;
 
-	if (n_contacts < 1 || n_contacts > CCAPI_REMOVE_MAX_CONTACTS)
+	if (n < 1 || n > max)
 		return set_error(err, errlen, -EINVAL,
-				 "a membership removal takes 1 to %d contact ids, not %zu",
-				 CCAPI_REMOVE_MAX_CONTACTS, n_contacts);
+				 "a membership removal takes 1 to %zu %s, not %zu", max, what, n);
 	if (n_lists < 1 || n_lists > CCAPI_MAX_LIST_IDS)
 		return set_error(err, errlen, -EINVAL,
 				 "a membership removal takes 1 to %d list ids, not %zu",
 				 CCAPI_MAX_LIST_IDS, n_lists);
-	for (size_t i = 0; i < n_contacts; i++)
-		if (!ccapi_id_valid(contact_ids[i]))
+	for (size_t i = 0; i < n; i++)
+		if (!ccapi_id_valid(ids[i]))
 			return set_error(err, errlen, -EINVAL,
-					 "contact id #%zu is not a Constant Contact id (UUID)",
-					 i + 1);
+					 "%s #%zu is not a Constant Contact id (UUID)", what, i + 1);
 	for (size_t i = 0; i < n_lists; i++)
 		if (!ccapi_id_valid(list_ids[i]))
 			return set_error(err, errlen, -EINVAL,
 					 "list id #%zu is not a Constant Contact id (UUID)", i + 1);
-	r = buf_add(&b, "{\"source\":{\"contact_ids\":", 25);
+	r = buf_add(&b, "{\"source\":{\"", 12);
 	if (r >= 0)
-		r = put_id_array(&b, contact_ids, n_contacts);
+		r = buf_add(&b, source_key, strlen(source_key));
+	if (r >= 0)
+		r = buf_add(&b, "\":", 2);
+	if (r >= 0)
+		r = put_id_array(&b, ids, n);
 	if (r >= 0)
 		r = buf_add(&b, "},\"list_ids\":", 13);
 	if (r >= 0)
@@ -642,6 +645,47 @@ int ccapi_remove_body(const char *const *contact_ids, size_t n_contacts,
 	}
 	*ret_body = b.p;
 	*ret_len = b.len;
+	return 0;
+}
+
+int ccapi_remove_body(const char *const *contact_ids, size_t n_contacts,
+		      const char *const *list_ids, size_t n_lists, char **ret_body, size_t *ret_len,
+		      char *err, size_t errlen)
+{
+	return remove_body("contact_ids", "contact ids", contact_ids, n_contacts,
+			   CCAPI_REMOVE_MAX_CONTACTS, list_ids, n_lists, ret_body, ret_len, err,
+			   errlen);
+}
+
+int ccapi_remove_by_list_body(const char *const *source_list_ids, size_t n_source,
+			      const char *const *list_ids, size_t n_lists, char **ret_body,
+			      size_t *ret_len, char *err, size_t errlen)
+{
+	return remove_body("list_ids", "source list ids", source_list_ids, n_source,
+			   CCAPI_MAX_LIST_IDS, list_ids, n_lists, ret_body, ret_len, err, errlen);
+}
+
+int ccapi_list_create_body(const char *name, const char *description, char **ret_body,
+			   size_t *ret_len, char *err, size_t errlen)
+{
+	json_t *o;
+	char *s;
+
+	if (!name || !*name || strlen(name) > CCAPI_LIST_NAME_MAX ||
+	    !utf8_valid(name, strlen(name)) ||
+	    (description && !utf8_valid(description, strlen(description))))
+		return set_error(err, errlen, -EINVAL,
+				 "a list name is 1 to %d bytes of UTF-8", CCAPI_LIST_NAME_MAX);
+	o = json_pack("{s:s, s:b}", "name", name, "favorite", 0);
+	if (o && description &&
+	    json_object_set_new(o, "description", json_string(description)) < 0)
+		o = (json_decref(o), NULL);
+	s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!s)
+		return set_error(err, errlen, -ENOMEM, "out of memory");
+	*ret_body = s;
+	*ret_len = strlen(s);
 	return 0;
 }
 

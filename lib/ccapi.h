@@ -115,6 +115,25 @@ int ccapi_remove_body(const char *const *contact_ids, size_t n_contacts,
 		      char *err, size_t errlen);
 
 /*
+ * Body of POST /activities/remove_list_memberships with a list as the source (every member of the
+ * source lists is removed from the target lists; source = target empties a list):
+ *   {"source":{"list_ids":[...]},"list_ids":[...]}
+ * 1..50 of each (CC documents 100 source lists now, 50 before: the lower one). As above.
+ */
+int ccapi_remove_by_list_body(const char *const *source_list_ids, size_t n_source,
+			      const char *const *list_ids, size_t n_lists, char **ret_body,
+			      size_t *ret_len, char *err, size_t errlen);
+
+#define CCAPI_LIST_NAME_MAX 255 /* createList name maxLength */
+
+/*
+ * Body of POST /contact_lists: {"name":...,"favorite":false[,"description":...]}. name is 1..255
+ * bytes of UTF-8. Returns 0 with *ret_body (transfer full) and *ret_len, -EINVAL, or -ENOMEM.
+ */
+int ccapi_list_create_body(const char *name, const char *description, char **ret_body,
+			   size_t *ret_len, char *err, size_t errlen);
+
+/*
  * application/x-www-form-urlencoded and query-string building. *buf is a malloc'd string (NULL to
  * start), grown as needed; pairs are joined with '&'. Returns 0 or -ENOMEM.
  */

@@ -101,6 +101,7 @@ enum op {
 	OP_ACTIVITY_GET,
 	OP_ACTIVITIES,
 	OP_LIST_GET,
+	OP_LIST_CREATE,
 	OP_LISTS,
 	OP_CONTACTS,
 	OP_CUSTOM_FIELDS,
@@ -812,6 +813,7 @@ static void req_complete(struct req *r, int error)
 		res.activities = &r->activities;
 		break;
 	case OP_LIST_GET:
+	case OP_LIST_CREATE:
 		res.list = r->list.list_id[0] ? &r->list : NULL;
 		break;
 	case OP_LISTS:
@@ -1387,6 +1389,7 @@ static void handle_success(struct req *r)
 		ret = ccapi_parse_activity_page(r->json, &r->activities, NULL, err, sizeof(err));
 		break;
 	case OP_LIST_GET:
+	case OP_LIST_CREATE:
 		ccapi_list_done(&r->list);
 		ret = ccapi_parse_list(r->json, &r->list, err, sizeof(err));
 		if (ret >= 0 && r->list.deleted) {
@@ -2226,6 +2229,22 @@ int ccclient_remove_from_list(struct ccclient *c, const struct ccclient_call *ca
 			 len, cb, userdata, err, errlen);
 }
 
+int ccclient_remove_list_members(struct ccclient *c, const struct ccclient_call *call,
+				 const char *source_list_id, const char *list_id,
+				 ccclient_done_fn cb, void *userdata, char *err, size_t errlen)
+{
+	char *body = NULL;
+	size_t len = 0;
+	int r;
+
+	r = ccapi_remove_by_list_body(&source_list_id, 1, &list_id, 1, &body, &len, err, errlen);
+	if (r < 0)
+		return r;
+	return api_start(c, call, OP_REMOVE, "POST",
+			 url_fmt("%s/activities/remove_list_memberships", c->cfg.api_base), body,
+			 len, cb, userdata, err, errlen);
+}
+
 int ccclient_activity_get(struct ccclient *c, const struct ccclient_call *call,
 			  const char *activity_id, ccclient_done_fn cb, void *userdata, char *err,
 			  size_t errlen)
@@ -2319,6 +2338,37 @@ int ccclient_lists(struct ccclient *c, const struct ccclient_call *call, ccclien
 	return api_start(c, call, OP_LISTS, "GET",
 			 url_fmt("%s/contact_lists?limit=%d&include_membership_count=all",
 				 c->cfg.api_base, CCAPI_PAGE_LIMIT),
+			 NULL, 0, cb, userdata, err, errlen);
+}
+
+int ccclient_list_create(struct ccclient *c, const struct ccclient_call *call, const char *name,
+			 const char *description, ccclient_done_fn cb, void *userdata, char *err,
+			 size_t errlen)
+{
+	char *body = NULL;
+	size_t len = 0;
+	int r;
+
+	r = ccapi_list_create_body(name, description, &body, &len, err, errlen);
+	if (r < 0)
+		return r;
+	return api_start(c, call, OP_LIST_CREATE, "POST", url_fmt("%s/contact_lists", c->cfg.api_base),
+			 body, len, cb, userdata, err, errlen);
+}
+
+int ccclient_list_find(struct ccclient *c, const struct ccclient_call *call, const char *name,
+		       ccclient_done_fn cb, void *userdata, char *err, size_t errlen)
+{
+	_cleanup_free_ char *e = NULL;
+
+	if (!name || !*name || !utf8_valid(name, strlen(name)))
+		return set_error(err, errlen, -EINVAL, "not a list name");
+	e = ccapi_url_escape(name);
+	if (!e)
+		return set_error(err, errlen, -ENOMEM, "out of memory");
+	return api_start(c, call, OP_LISTS, "GET",
+			 url_fmt("%s/contact_lists?name=%s&limit=%d&include_membership_count=all",
+				 c->cfg.api_base, e, CCAPI_PAGE_LIMIT),
 			 NULL, 0, cb, userdata, err, errlen);
 }
 

@@ -155,6 +155,12 @@ int ccclient_remove_from_list(struct ccclient *c, const struct ccclient_call *ca
 			      const char *const *contact_ids, size_t n, const char *list_id,
 			      ccclient_done_fn cb, void *userdata, char *err, size_t errlen);
 
+/* POST /activities/remove_list_memberships with source {"list_ids":[source_list_id]}: removes every
+ * member of source_list_id from list_id (source = list_id empties it). Result: activity. */
+int ccclient_remove_list_members(struct ccclient *c, const struct ccclient_call *call,
+				 const char *source_list_id, const char *list_id,
+				 ccclient_done_fn cb, void *userdata, char *err, size_t errlen);
+
 /* GET /activities/{id}. Result: activity. */
 int ccclient_activity_get(struct ccclient *c, const struct ccclient_call *call,
 			  const char *activity_id, ccclient_done_fn cb, void *userdata, char *err,
@@ -184,6 +190,16 @@ int ccclient_list_get(struct ccclient *c, const struct ccclient_call *call, cons
 /* GET /contact_lists, every page, with membership counts. Result: lists. */
 int ccclient_lists(struct ccclient *c, const struct ccclient_call *call, ccclient_done_fn cb,
 		   void *userdata, char *err, size_t errlen);
+
+/* POST /contact_lists (name 1..255 bytes, unique in the account). Result: list; -EEXIST when a
+ * list of that name exists (HTTP 409). */
+int ccclient_list_create(struct ccclient *c, const struct ccclient_call *call, const char *name,
+			 const char *description, ccclient_done_fn cb, void *userdata, char *err,
+			 size_t errlen);
+
+/* GET /contact_lists?name=<exact name>, every page. Result: lists (0 or 1 entries in practice). */
+int ccclient_list_find(struct ccclient *c, const struct ccclient_call *call, const char *name,
+		       ccclient_done_fn cb, void *userdata, char *err, size_t errlen);
 
 /* One page (500) of GET /contacts?lists=<list_id>&status=all; next as for ccclient_activities.
  * Result: contacts (contact_id + email, for mapping emails to ids before a removal). */

@@ -10,7 +10,8 @@
  * steps, so the planner needs no lock; the one field both sides touch concurrently is the atomic
  * cancel flag that makes a running step return early.
  *
- * The plan is read twice: pass 1 returns the rejected rows (written to the run in chunks) and,
+ * Dry runs, and mirror runs of small lists or first syncs, read the plan twice (the others once,
+ * see RUNNER_SINGLE_PASS): pass 1 returns the rejected rows (written to the run in chunks) and,
  * in mirror mode, the departed contacts ccsync added (spooled to an unlinked temporary file, so
  * a large removal does not sit in memory while the imports run); once pass 1 has ended, the
  * plan's counters are complete and are recorded (store_data_run_set_plan) before any batch is
@@ -45,6 +46,7 @@
 #include "plan.h"
 #include "store-config.h"
 #include "store-data.h"
+#include "store-mirror.h"
 #include "store.h"
 #include "util.h"
 
@@ -54,11 +56,13 @@
 #define NO_STRING UINT32_MAX
 
 /*
- * An upsert run (not dry, not mirror) reads its plan once, sending as it goes, and saves the
- * second sort (about 0.8 s of CPU per million members). Its final plan totals are recorded after
- * the first batches may have been confirmed; store_data_run_set_plan accepts them as long as they
- * account for those confirmations. Dry and mirror runs keep two passes (the removal guard and
- * the dry-run report need the whole plan before anything is sent).
+ * A run that is not dry reads its plan once, sending as it goes, and saves the second scan
+ * (about 1 s of CPU per million members). Its final plan totals are recorded after the first
+ * batches may have been confirmed; store_data_run_set_plan accepts them as long as they account
+ * for those confirmations. Dry runs keep two passes (the report needs the whole plan first), and
+ * so do mirror runs that read the list's members before the first import (a first sync, or a
+ * list of at most MEMBER_PAGES_MAX pages; see pass1_next). A single-pass mirror run checks the
+ * removal guard after its imports, before its first removal.
  */
 #define RUNNER_SINGLE_PASS true
 
@@ -190,7 +194,7 @@ struct batch {
 	size_t n_rej, cap_rej;
 	struct arena s;
 
-	/* remove: borrowed from run->departed */
+	/* remove: borrowed from run->departed; n_ids = 0 for a removal by the staging list */
 	const char **ids;
 	size_t n_ids;
 	const char **emails;
@@ -201,6 +205,18 @@ struct departed {
 	char *email;
 	char *contact_id; /* NULL until looked up */
 	struct run *run;  /* set on the loop once loaded: the lookup callback's way back */
+	bool staged;	  /* seen on the staging list (read only when the fallback needs it) */
+};
+
+/* The removal step of a mirror run, in order (see staging_start). */
+enum stage {
+	STG_NONE,	 /* no staging list involved (contact-id removals only) */
+	STG_PREP,	 /* creating the staging list, or settling what an earlier run left */
+	STG_IMPORT,	 /* importing the departed emails into the staging list */
+	STG_LIST_REMOVE, /* removing the staging list's members from the exported list */
+	STG_FALLBACK,	 /* departed contacts the import did not stage: by contact id */
+	STG_EMPTY,	 /* emptying the staging list */
+	STG_DONE,	 /* the final empty was accepted; waiting for the last imports, if any */
 };
 
 enum step {
@@ -315,6 +331,7 @@ struct run {
 	int64_t cannot_add;
 	unsigned n_resume_waits;
 	bool single, plan_final;
+	bool plan_closing, plan_closed; /* STEP_CLOSE queued / done */
 	int64_t confirmed_synced, confirmed_rejected, plan_rejected;
 
 	/* mirror removals */
@@ -322,6 +339,13 @@ struct run {
 	size_t n_departed, next_lookup, n_lookups, next_chunk;
 	const char **found_ids, **found_emails, **missing_emails;
 	size_t n_found, n_missing;
+
+	/* mirror removals through the staging list */
+	enum stage stage;
+	bool removals_planned; /* the stage's removal batches are all cut (removals_done may act) */
+	struct store_mirror_staging staging;
+	size_t staging_next;			/* next departed contact to import */
+	int64_t staging_persons, staging_cannot_add; /* summed over the staging imports */
 
 	uint64_t confirm_cpu_ns; /* loop CPU in batch confirmation (debug summary) */
 
@@ -339,6 +363,9 @@ struct settings {
 	uint32_t batch_max_bytes;
 	uint32_t run_retention_days;
 	uint32_t rejected_retention_days;
+	/* MEMBER_PAGES_MAX; the tests lower it (CCSYNC_TEST_MEMBER_PAGES_MAX) to reach the
+	 * large-list rules with a few hundred contacts. */
+	uint64_t member_pages_max;
 };
 
 struct runner {
@@ -392,6 +419,8 @@ static void run_stop(struct run *run, enum stop_kind kind, int r, const char *fm
 	_printf_(4, 5);
 static void send_pump(struct run *run);
 static void remove_pump(struct run *run);
+static void removals_done(struct run *run);
+static int staging_record(struct run *run, const char *pending, bool is_empty, bool dirty);
 static void runner_kick(struct runner *r);
 static void on_kick(uv_timer_t *t);
 static void runner_maybe_done(struct runner *r);
@@ -451,8 +480,8 @@ static void planner_step_plan(struct planner *pl)
 		.full_resend = pl->full,
 		.resume_run_ids = pl->resume_ids,
 		.n_resume_run_ids = pl->n_resume_ids,
-		.items = pl->single ? PLAN_ITEM_SEND | PLAN_ITEM_REJECT :
-				     PLAN_ITEM_REJECT | (pl->mirror ? PLAN_ITEM_DEPART : 0),
+		.items = (pl->single ? PLAN_ITEM_SEND : 0) | PLAN_ITEM_REJECT |
+			 (pl->mirror ? PLAN_ITEM_DEPART : 0),
 		.max_selected = pl->max_selected,
 	};
 	const char *list_ids[1] = { pl->list_id };
@@ -525,6 +554,26 @@ static int spool_get(FILE *f, char **ret)
 	return 1;
 }
 
+/* Spools a departed contact ccsync added (a removal candidate); 0 or negative errno (pl->r). */
+static int planner_spool_depart(struct planner *pl, const struct plan_item *it)
+{
+	if (!it->added_by_ccsync || !pl->spool)
+		return 0;
+	if (spool_put(pl->spool, it->email) < 0 || spool_put(pl->spool, it->contact_id) < 0)
+		return pl->r = set_error(pl->err, sizeof(pl->err), -EIO,
+					 "writing departed contacts to a temporary file: %m");
+	return 0;
+}
+
+/* At the end of the plan: the departed contacts are complete on disk. */
+static int planner_spool_flush(struct planner *pl)
+{
+	if (pl->spool && fflush(pl->spool) != 0)
+		return pl->r = set_error(pl->err, sizeof(pl->err), -EIO,
+					 "writing departed contacts to a temporary file: %m");
+	return 0;
+}
+
 static void planner_step_pass1(struct planner *pl)
 {
 	const struct plan_item *it;
@@ -547,10 +596,7 @@ static void planner_step_pass1(struct planner *pl)
 		if (r == 0) {
 			pl->pass1_done = true;
 			pl->counters = *plan_counters(pl->plan);
-			if (pl->spool && fflush(pl->spool) != 0)
-				pl->r = set_error(pl->err, sizeof(pl->err), -EIO,
-						  "writing departed contacts to a temporary "
-						  "file: %m");
+			planner_spool_flush(pl);
 			return;
 		}
 		if (it->kind == PLAN_ITEM_REJECT) {
@@ -561,14 +607,8 @@ static void planner_step_pass1(struct planner *pl)
 				set_error(pl->err, sizeof(pl->err), pl->r, "out of memory");
 				return;
 			}
-		} else if (it->kind == PLAN_ITEM_DEPART && it->added_by_ccsync && pl->spool) {
-			if (spool_put(pl->spool, it->email) < 0 ||
-			    spool_put(pl->spool, it->contact_id) < 0) {
-				pl->r = set_error(pl->err, sizeof(pl->err), -EIO,
-						  "writing departed contacts to a temporary "
-						  "file: %m");
-				return;
-			}
+		} else if (it->kind == PLAN_ITEM_DEPART && planner_spool_depart(pl, it) < 0) {
+			return;
 		}
 	}
 }
@@ -713,7 +753,15 @@ static void planner_step_encode(struct planner *pl)
 			pl->exhausted = true;
 			pl->pass1_done = true;
 			pl->counters = *plan_counters(pl->plan);
+			if (planner_spool_flush(pl) < 0)
+				goto fail;
 			break;
+		}
+		if (it->kind == PLAN_ITEM_DEPART) {
+			/* The single pass of a mirror run (two-pass runs spool in pass 1). */
+			if (planner_spool_depart(pl, it) < 0)
+				goto fail;
+			continue;
 		}
 		if (it->kind == PLAN_ITEM_REJECT) {
 			planner_reject_add(pl, it->profile_id, it->email, it->reason_code,
@@ -986,6 +1034,43 @@ static bool request_end(struct run *run)
 	return run->finalized;
 }
 
+/* A request the client refused outright (r < 0, message in err): undoes request_begin and stops
+ * the run with "<what>: <err>". */
+static void request_refused(struct run *run, int r, const char *what, const char *err)
+{
+	request_end(run);
+	run_unref(run);
+	run_stop(run, STOP_FAIL, r, "%s: %s", what, err);
+}
+
+/* Requests the page run->page_next (NULL: the first) of list_id's members, for cb. */
+static void list_page_fetch(struct run *run, const char *list_id, ccclient_done_fn cb,
+			    const char *what)
+{
+	struct ccclient_call call = run_call(run, run);
+	char err[512];
+	int r;
+
+	request_begin(run);
+	r = ccclient_contacts_by_list(run->runner->cc, &call, list_id, run->page_next, cb, run,
+				      err, sizeof(err));
+	if (r < 0)
+		request_refused(run, r, what, err);
+}
+
+/* Keeps a page's next link in run->page_next: 1 when there is one, 0 at the last page, or
+ * -ENOMEM (the run stopped). */
+static int page_advance(struct run *run, const char *next)
+{
+	free(run->page_next);
+	run->page_next = next ? strdup(next) : NULL;
+	if (next && !run->page_next) {
+		run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
+		return -ENOMEM;
+	}
+	return next ? 1 : 0;
+}
+
 /* ------------------------------------------------------------------ progress */
 
 static void run_refresh_counters(struct run *run)
@@ -1102,7 +1187,7 @@ static void run_finalize(struct run *run)
 			to = STORE_DATA_RUN_FAILED;
 			snprintf(buf, sizeof(buf),
 				 "%u of %u batches failed (first: %s); their contacts were not "
-				 "confirmed and are sent again by the next run",
+				 "confirmed and are sent (or removed) again by the next run",
 				 run->n_failed, run->n_batches,
 				 run->first_batch_error ? run->first_batch_error : "unknown error");
 			msg = buf;
@@ -1426,6 +1511,14 @@ static void pass1_next(struct run *run)
 	char err[512];
 	int r;
 
+	if (run->single && run->mirror && run->list_membership > 0 &&
+	    ((uint64_t)run->list_membership + CCAPI_PAGE_LIMIT - 1) / CCAPI_PAGE_LIMIT <=
+		    run->runner->cfg.member_pages_max) {
+		/* A small list's members are read before the first import when the plan adds
+		 * anyone, which only a complete plan tells: two passes (cheap at this size). */
+		run->single = run->pl.single = false;
+		run->pl.rewound = false;
+	}
 	if (!run->single) {
 		run_set_phase(run, RUNNER_PHASE_PLANNING);
 		run_queue_step(run, STEP_PASS1);
@@ -1452,6 +1545,37 @@ static void sending_start(struct run *run)
 	send_pump(run);
 }
 
+/*
+ * The removal-share guard: true when it stopped the run. Upserts are harmless, so a single-pass
+ * mirror run checks it only before its first removal request, after its imports.
+ */
+static bool removal_guard_trips(struct run *run)
+{
+	const struct plan_counters *pc = &run->pc;
+	char sent[160];
+	double share;
+
+	if (!run->mirror || pc->departed_ours == 0 || run->force)
+		return false;
+	share = run->list_membership > 0 ?
+			(double)pc->departed_ours / (double)run->list_membership : 1.0;
+	if (share <= run->max_remove_share)
+		return false;
+	if (run->n_batches > 0)
+		snprintf(sent, sizeof(sent),
+			 "its %" PRIu64 " adds and updates were sent, but nothing was removed",
+			 pc->to_send);
+	else
+		snprintf(sent, sizeof(sent), "nothing was sent");
+	run_stop(run, STOP_FAIL, -EPERM,
+		 "mirror guard: the run would remove %" PRIu64 " of the list's %" PRId64
+		 " contacts (%.1f%%), more than the allowed %.1f%%; %s. Check the export's "
+		 "segments, or run it with --force",
+		 pc->departed_ours, run->list_membership > 0 ? run->list_membership : 0,
+		 share * 100.0, run->max_remove_share * 100.0, sent);
+	return true;
+}
+
 static void pass1_done(struct run *run)
 {
 	const struct plan_counters *pc = &run->pc;
@@ -1465,22 +1589,8 @@ static void pass1_done(struct run *run)
 		return;
 	}
 	run_refresh_counters(run);
-	if (run->mirror && pc->departed_ours > 0 && !run->force) {
-		double share = run->list_membership > 0 ?
-				       (double)pc->departed_ours / (double)run->list_membership :
-				       1.0;
-
-		if (share > run->max_remove_share) {
-			run_stop(run, STOP_FAIL, -EPERM,
-				 "mirror guard: the run would remove %" PRIu64 " of the list's %"
-				 PRId64 " contacts (%.1f%%), more than the allowed %.1f%%; nothing "
-				 "was sent. Check the export's segments, or run it with --force",
-				 pc->departed_ours,
-				 run->list_membership > 0 ? run->list_membership : 0,
-				 share * 100.0, run->max_remove_share * 100.0);
-			return;
-		}
-	}
+	if (removal_guard_trips(run))
+		return;
 	if (run->dry_run) {
 		run_finalize(run);
 		return;
@@ -1606,24 +1716,14 @@ static void on_members_page(const struct ccclient_result *res, void *userdata);
 
 static void members_fetch(struct run *run)
 {
-	struct ccclient_call call = run_call(run, run);
-	char err[512];
-	int r;
-
-	request_begin(run);
-	r = ccclient_contacts_by_list(run->runner->cc, &call, run->list_id, run->page_next,
-				      on_members_page, run, err, sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "reading the list's members failed: %s", err);
-	}
+	list_page_fetch(run, run->list_id, on_members_page, "reading the list's members failed");
 }
 
 static void on_members_page(const struct ccclient_result *res, void *userdata)
 {
 	struct run *run = userdata;
 	const struct ccapi_contact_page *pg = res->contacts;
+	int r;
 
 	if (request_end(run) || run->stop != STOP_NONE)
 		goto out;
@@ -1643,15 +1743,10 @@ static void on_members_page(const struct ccclient_result *res, void *userdata)
 		}
 		run->members[run->n_members++] = email_hash(pg->contacts[i].email);
 	}
-	free(run->page_next);
-	run->page_next = NULL;
-	if (pg->next) {
-		run->page_next = strdup(pg->next);
-		if (!run->page_next) {
-			run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
-			goto out;
-		}
-		members_fetch(run);
+	r = page_advance(run, pg->next);
+	if (r != 0) {
+		if (r > 0)
+			members_fetch(run);
 		goto out;
 	}
 	qsort(run->members, run->n_members, sizeof(*run->members), cmp_u64);
@@ -1668,7 +1763,7 @@ static void members_start(struct run *run)
 	bool first_sync = pc->unchanged == 0 && pc->already_sent == 0 && pc->departed == 0 &&
 			  pc->to_send == pc->to_send_new;
 
-	if (pages > MEMBER_PAGES_MAX && !first_sync) {
+	if (pages > run->runner->cfg.member_pages_max && !first_sync) {
 		sending_start(run);
 		return;
 	}
@@ -1808,6 +1903,12 @@ static void on_batch_posted(const struct ccclient_result *res, void *userdata)
 		batch_unlist(run, b);
 		run_stop(run, STOP_FAIL, r, "recording activity %s failed: %s",
 			 res->activity->activity_id, err);
+		goto out;
+	}
+	/* A removal by the staging list reads it: the next emptying waits for it. */
+	if (b->kind == STORE_DATA_BATCH_REMOVE && b->n_ids == 0 &&
+	    staging_record(run, b->activity_id, false, true) < 0) {
+		batch_unlist(run, b);
 		goto out;
 	}
 	if (run->stop == STOP_INTERRUPT || run->stop == STOP_CANCEL) {
@@ -2065,12 +2166,6 @@ out:
 	run_unref(run);
 }
 
-/* All sends settled: end the snapshot, then (mirror) remove departed contacts or finish. */
-static void sends_done(struct run *run)
-{
-	run_queue_step(run, STEP_CLOSE);
-}
-
 static void send_pump(struct run *run)
 {
 	if (run->stop != STOP_NONE || run->finalized || run->work_active)
@@ -2080,8 +2175,15 @@ static void send_pump(struct run *run)
 			run_queue_step(run, STEP_ENCODE);
 		return;
 	}
-	if (run->n_unconfirmed == 0 && run->phase == RUNNER_PHASE_SENDING)
-		sends_done(run);
+	if (!run->plan_closing) {
+		/* Every batch is posted: end the snapshot and load the departed contacts now, so
+		 * that a mirror run's removal step overlaps the confirmation of its imports. */
+		run->plan_closing = true;
+		run_queue_step(run, STEP_CLOSE);
+		return;
+	}
+	if (run->plan_closed && run->n_unconfirmed == 0 && run->phase == RUNNER_PHASE_SENDING)
+		run_finalize(run);
 }
 
 /* Refused contacts but no contact to send at all: record them outside any batch. */
@@ -2225,24 +2327,15 @@ static void on_removal_page(const struct ccclient_result *res, void *userdata);
 
 static void removal_page_fetch(struct run *run)
 {
-	struct ccclient_call call = run_call(run, run);
-	char err[512];
-	int r;
-
-	request_begin(run);
-	r = ccclient_contacts_by_list(run->runner->cc, &call, run->list_id, run->page_next,
-				      on_removal_page, run, err, sizeof(err));
-	if (r < 0) {
-		request_end(run);
-		run_unref(run);
-		run_stop(run, STOP_FAIL, r, "reading the list to find contacts to remove: %s", err);
-	}
+	list_page_fetch(run, run->list_id, on_removal_page,
+			"reading the list to find contacts to remove");
 }
 
 static void on_removal_page(const struct ccclient_result *res, void *userdata)
 {
 	struct run *run = userdata;
 	const struct ccapi_contact_page *pg = res->contacts;
+	int r;
 
 	if (request_end(run) || run->stop != STOP_NONE)
 		goto out;
@@ -2267,18 +2360,11 @@ static void on_removal_page(const struct ccclient_result *res, void *userdata)
 			goto out;
 		}
 	}
-	free(run->page_next);
-	run->page_next = NULL;
-	if (pg->next) {
-		run->page_next = strdup(pg->next);
-		if (!run->page_next) {
-			run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
-			goto out;
-		}
+	r = page_advance(run, pg->next);
+	if (r > 0)
 		removal_page_fetch(run);
-		goto out;
-	}
-	removals_plan(run);
+	else if (r == 0)
+		removals_plan(run);
 out:
 	run_check_done(run);
 	run_unref(run);
@@ -2343,6 +2429,7 @@ static void removals_plan(struct run *run)
 			 "Contact any more; nothing to remove",
 			 run->run_id, run->n_missing);
 	run->next_chunk = 0;
+	run->removals_planned = true;
 	remove_pump(run);
 }
 
@@ -2354,8 +2441,13 @@ static void remove_post(struct run *run, struct batch *b)
 
 	b->stage = BATCH_POSTING;
 	request_begin(run);
-	r = ccclient_remove_from_list(run->runner->cc, &call, b->ids, b->n_ids, run->list_id,
-				      on_batch_posted, b, err, sizeof(err));
+	if (b->n_ids > 0)
+		r = ccclient_remove_from_list(run->runner->cc, &call, b->ids, b->n_ids,
+					      run->list_id, on_batch_posted, b, err, sizeof(err));
+	else
+		r = ccclient_remove_list_members(run->runner->cc, &call, run->staging.list_id,
+						 run->list_id, on_batch_posted, b, err,
+						 sizeof(err));
 	if (r < 0) {
 		int64_t no = b->batch_no;
 
@@ -2367,6 +2459,32 @@ static void remove_post(struct run *run, struct batch *b)
 	}
 }
 
+/* Records removal batch b (its emails and ids set; transfer full) and posts it. 0, or negative
+ * errno with the run stopped. */
+static int removal_batch_send(struct run *run, struct batch *b)
+{
+	char err[512];
+	int r;
+
+	b->run = run;
+	b->kind = STORE_DATA_BATCH_REMOVE;
+	b->batch_no = ++run->batch_no;
+	b->contacts = (int64_t)b->n_emails;
+	r = store_data_batch_add(run->runner->store, run->run_id, b->batch_no,
+				 STORE_DATA_BATCH_REMOVE, b->contacts, 0, err, sizeof(err));
+	if (r < 0) {
+		batch_free(b);
+		run_stop(run, STOP_FAIL, r, "recording a removal batch failed: %s", err);
+		return r;
+	}
+	run->n_batches++;
+	b->next = run->batches;
+	run->batches = b;
+	run->n_unconfirmed++;
+	remove_post(run, b);
+	return 0;
+}
+
 static void remove_pump(struct run *run)
 {
 	while (run->stop == STOP_NONE && !run->finalized && run->n_unconfirmed < RUNNER_WINDOW &&
@@ -2374,8 +2492,6 @@ static void remove_pump(struct run *run)
 		size_t k = run->n_found - run->next_chunk;
 		bool first = run->next_chunk == 0;
 		struct batch *b;
-		char err[512];
-		int r;
 
 		if (k > CCAPI_REMOVE_MAX_CONTACTS)
 			k = CCAPI_REMOVE_MAX_CONTACTS;
@@ -2390,8 +2506,6 @@ static void remove_pump(struct run *run)
 			run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
 			return;
 		}
-		b->run = run;
-		b->kind = STORE_DATA_BATCH_REMOVE;
 		b->n_ids = k;
 		for (size_t i = 0; i < k; i++) {
 			b->ids[i] = run->found_ids[run->next_chunk + i];
@@ -2400,24 +2514,471 @@ static void remove_pump(struct run *run)
 		for (size_t i = k; i < b->n_emails; i++)
 			b->emails[i] = run->missing_emails[i - k];
 		run->next_chunk += k;
-		b->batch_no = ++run->batch_no;
-		b->contacts = (int64_t)b->n_emails;
-		r = store_data_batch_add(run->runner->store, run->run_id, b->batch_no,
-					 STORE_DATA_BATCH_REMOVE, b->contacts, 0, err, sizeof(err));
-		if (r < 0) {
-			batch_free(b);
-			run_stop(run, STOP_FAIL, r, "recording a removal batch failed: %s", err);
+		if (removal_batch_send(run, b) < 0)
 			return;
-		}
-		run->n_batches++;
-		b->next = run->batches;
-		run->batches = b;
-		run->n_unconfirmed++;
-		remove_post(run, b);
 	}
 	if (run->stop == STOP_NONE && !run->finalized && run->n_unconfirmed == 0 &&
 	    run->next_chunk >= run->n_found)
+		removals_done(run);
+}
+
+/* ------------------------------------------------------------------ mirror removals by staging list */
+
+/*
+ * Constant Contact removes list members only by contact id or by list, and imports return no
+ * ids. So a mirror run imports the departed emails (the email key only: no contact data
+ * changes) into a list ccsync owns per export, removes that list's members from the exported
+ * list, then empties it: about six requests, whatever the number of departures. The table
+ * mirror_staging keeps what a crash must not lose: the list may hold members (dirty, set before
+ * the first staging import, cleared only when an empty completed), and the last activity on the
+ * list (pending), which the next use waits for. A run ends once its final empty is accepted; the
+ * next run settles it. Unsubscribed contacts are not added to a list by an import: when the
+ * imports report fewer contacts staged than sent, the staging list is read to tell which, and
+ * the others are removed by contact id (the lookup path above).
+ */
+static void staging_settle(struct run *run);
+static void staging_import_next(struct run *run);
+static void staging_remove(struct run *run);
+
+/* Records the staging list's state (0, or negative errno with the run stopped). */
+static int staging_record(struct run *run, const char *pending, bool is_empty, bool dirty)
+{
+	struct store_mirror_staging *m = &run->staging;
+	char err[512];
+	int r;
+
+	snprintf(m->pending_activity_id, sizeof(m->pending_activity_id), "%s",
+		 pending ? pending : "");
+	m->pending_is_empty = is_empty;
+	m->dirty = dirty;
+	r = store_mirror_staging_set(run->runner->store, run->export_id, m, err, sizeof(err));
+	if (r < 0)
+		run_stop(run, STOP_FAIL, r, "%s", err);
+	return r;
+}
+
+/* The name of the export's staging list: unique per export and stable (a restored database
+ * finds its list again by name after a 409). */
+static void staging_name(const struct run *run, char *buf, size_t len)
+{
+	snprintf(buf, len, "ccsync staging \u2013 %.100s (%" PRId64 "-%.8s)",
+		 run->export_name ? run->export_name : "?", run->export_id, run->list_id);
+}
+
+/* Common head of the staging callbacks: false when the run stopped meanwhile. */
+static bool staging_result_ok(struct run *run, const struct ccclient_result *res, const char *what)
+{
+	if (request_end(run) || run->stop != STOP_NONE)
+		return false;
+	if (res->error < 0) {
+		run_stop(run, STOP_FAIL, res->error,
+			 "%s (staging list %s of export \"%s\"): %s; nothing was removed by this "
+			 "run, the next run repairs the staging list first",
+			 what, run->staging.list_id[0] ? run->staging.list_id : "not created",
+			 run->export_name, res->message[0] ? res->message : strerror(-res->error));
+		return false;
+	}
+	return true;
+}
+
+static void on_staging_found(const struct ccclient_result *res, void *userdata)
+{
+	struct run *run = userdata;
+	char name[256];
+
+	if (!staging_result_ok(run, res, "finding the staging list by name failed"))
+		goto out;
+	staging_name(run, name, sizeof(name));
+	for (size_t i = 0; res->lists && i < res->lists->n; i++) {
+		if (!res->lists->lists[i].name || !streq(res->lists->lists[i].name, name))
+			continue;
+		snprintf(run->staging.list_id, sizeof(run->staging.list_id), "%s",
+			 res->lists->lists[i].list_id);
+		/* Its content is unknown (e.g. a restored database): empty it first. */
+		if (staging_record(run, NULL, false, true) >= 0)
+			staging_settle(run);
+		goto out;
+	}
+	run_stop(run, STOP_FAIL, -ENOENT,
+		 "Constant Contact refused to create the staging list \"%s\" (name taken) but "
+		 "does not list it; nothing was removed",
+		 name);
+out:
+	run_check_done(run);
+	run_unref(run);
+}
+
+static void on_staging_created(const struct ccclient_result *res, void *userdata)
+{
+	struct run *run = userdata;
+	struct ccclient_call call = run_call(run, run);
+	char name[256], err[512];
+	int r;
+
+	if (res->error == -EEXIST && !request_end(run) && run->stop == STOP_NONE) {
+		staging_name(run, name, sizeof(name));
+		request_begin(run);
+		r = ccclient_list_find(run->runner->cc, &call, name, on_staging_found, run, err,
+				       sizeof(err));
+		if (r < 0)
+			request_refused(run, r, "finding the staging list failed", err);
+		goto out;
+	}
+	if (res->error == -EEXIST || !staging_result_ok(run, res, "creating the staging list failed"))
+		goto out;
+	if (!res->list) {
+		run_stop(run, STOP_FAIL, -EBADMSG, "creating the staging list: no list in the answer");
+		goto out;
+	}
+	snprintf(run->staging.list_id, sizeof(run->staging.list_id), "%s", res->list->list_id);
+	run_log(run, LOG_INFO, NULL, "Export \"%s\": created its staging list %s",
+		run->export_name, run->staging.list_id);
+	if (staging_record(run, NULL, false, false) >= 0)
+		staging_settle(run);
+out:
+	run_check_done(run);
+	run_unref(run);
+}
+
+static void staging_create(struct run *run)
+{
+	struct ccclient_call call = run_call(run, &run->post_owner);
+	char name[256], desc[512], err[512];
+	int r;
+
+	staging_name(run, name, sizeof(name));
+	snprintf(desc, sizeof(desc),
+		 "Owned by ccsync to remove contacts from list %s (mirror export \"%.100s\"). Do not "
+		 "use, edit or delete it: ccsync empties it after each run.",
+		 run->list_id, run->export_name ? run->export_name : "?");
+	request_begin(run);
+	r = ccclient_list_create(run->runner->cc, &call, name, desc, on_staging_created, run, err,
+				 sizeof(err));
+	if (r < 0)
+		request_refused(run, r, "creating the staging list failed", err);
+}
+
+/* Waits for activity id (an empty or an import of the staging list) to end. */
+static void staging_wait(struct run *run, const char *id, ccclient_done_fn cb)
+{
+	struct ccclient_call call = run_call(run, &run->wait_owner);
+	char err[512];
+	int r;
+
+	request_begin(run);
+	r = ccclient_activity_wait(run->runner->cc, &call, id, 0, cb, run, err, sizeof(err));
+	if (r < 0)
+		request_refused(run, r, "waiting for a staging list activity failed", err);
+}
+
+/* The pending activity ended (or CC forgot it): an empty that completed leaves the list clean,
+ * anything else leaves it as dirty as it was. */
+static void on_staging_settled(const struct ccclient_result *res, void *userdata)
+{
+	struct run *run = userdata;
+	struct store_mirror_staging *m = &run->staging;
+
+	if (request_end(run) || run->stop != STOP_NONE)
+		goto out;
+	if (res->error < 0 && res->error != -EREMOTEIO && res->error != -ENOENT) {
+		run_stop(run, STOP_FAIL, res->error,
+			 "waiting for the last activity on the staging list %s failed: %s; nothing "
+			 "was removed by this run",
+			 m->list_id, res->message[0] ? res->message : strerror(-res->error));
+		goto out;
+	}
+	if (staging_record(run, NULL, false, m->dirty && !(m->pending_is_empty && res->error == 0)) <
+	    0)
+		goto out;
+	staging_settle(run);
+out:
+	run_check_done(run);
+	run_unref(run);
+}
+
+static void on_staging_empty_posted(const struct ccclient_result *res, void *userdata);
+
+static void staging_empty(struct run *run)
+{
+	struct ccclient_call call = run_call(run, &run->post_owner);
+	char err[512];
+	int r;
+
+	request_begin(run);
+	r = ccclient_remove_list_members(run->runner->cc, &call, run->staging.list_id,
+					 run->staging.list_id, on_staging_empty_posted, run, err,
+					 sizeof(err));
+	if (r < 0)
+		request_refused(run, r, "emptying the staging list failed", err);
+}
+
+static void on_staging_empty_posted(const struct ccclient_result *res, void *userdata)
+{
+	struct run *run = userdata;
+
+	if (!staging_result_ok(run, res, "emptying the staging list failed") || !res->activity)
+		goto out;
+	if (staging_record(run, res->activity->activity_id, true, true) < 0)
+		goto out;
+	if (run->stage == STG_EMPTY) {
+		/* Done: the next run waits for this empty. */
+		run->stage = STG_DONE;
+		run->removals_planned = true;
+		removals_done(run);
+	} else
+		staging_wait(run, res->activity->activity_id, on_staging_settled);
+out:
+	run_check_done(run);
+	run_unref(run);
+}
+
+/* Brings the staging list to "empty, nothing running on it", then imports. */
+static void staging_settle(struct run *run)
+{
+	const struct store_mirror_staging *m = &run->staging;
+
+	if (m->pending_activity_id[0])
+		staging_wait(run, m->pending_activity_id, on_staging_settled);
+	else if (m->dirty)
+		staging_empty(run);
+	else
+		staging_import_next(run);
+}
+
+static void staging_start(struct run *run)
+{
+	char err[512];
+	int r;
+
+	run_set_phase(run, RUNNER_PHASE_REMOVING);
+	run->stage = STG_PREP;
+	for (size_t i = 0; i < run->n_departed; i++)
+		run->departed[i].run = run;
+	r = store_mirror_staging_get(run->runner->store, run->export_id, &run->staging, err,
+				     sizeof(err));
+	if (r < 0)
+		run_stop(run, STOP_FAIL, r, "%s", err);
+	else if (r == 0)
+		staging_create(run);
+	else
+		staging_settle(run);
+}
+
+static void on_staging_imported(const struct ccclient_result *res, void *userdata)
+{
+	struct run *run = userdata;
+	const struct ccapi_activity *a = res->activity;
+
+	if (!staging_result_ok(run, res, "the staging import failed") || !a)
+		goto out;
+	run->staging_persons += a->person_count >= 0 ? a->person_count : 0;
+	run->staging_cannot_add += a->cannot_add_to_list_count > 0 ? a->cannot_add_to_list_count :
+								       0;
+	staging_import_next(run);
+out:
+	run_check_done(run);
+	run_unref(run);
+}
+
+static void on_staging_import_posted(const struct ccclient_result *res, void *userdata)
+{
+	struct run *run = userdata;
+
+	if ((res->error == -ENOENT || res->error == -EINVAL) && run->stop == STOP_NONE &&
+	    !run->finalized) {
+		/* CC answers 404 or 400 for an unknown list: most likely someone deleted it.
+		 * Forgetting it is safe either way: the next run creates one, or finds this one
+		 * by name (409) and empties it first. */
+		(void)store_mirror_staging_forget(run->runner->store, run->export_id, NULL, 0);
+	}
+	if (!staging_result_ok(run, res, "the staging import failed") || !res->activity)
+		goto out;
+	if (staging_record(run, res->activity->activity_id, false, true) >= 0)
+		staging_wait(run, res->activity->activity_id, on_staging_imported);
+out:
+	run_check_done(run);
+	run_unref(run);
+}
+
+/* Imports the next ≤ 40,000 departed emails (< 4,000,000 bytes) into the staging list; one at a
+ * time, so the one pending activity is all a crash has to remember. */
+static void staging_import_next(struct run *run)
+{
+	const char *list_ids[1] = { run->staging.list_id };
+	struct ccclient_call call = run_call(run, &run->post_owner);
+	struct runner *rn = run->runner;
+	struct ccapi_import *enc = NULL;
+	char *body = NULL;
+	size_t len = 0;
+	char err[512];
+	int r;
+
+	if (run->staging_next >= run->n_departed) {
+		staging_remove(run);
+		return;
+	}
+	run->stage = STG_IMPORT;
+	if (run->staging_next == 0 && staging_record(run, NULL, false, true) < 0)
+		return;
+	r = ccapi_import_begin(list_ids, 1, rn->cfg.batch_max_contacts, rn->cfg.batch_max_bytes,
+			       &enc, err, sizeof(err));
+	while (r >= 0 && run->staging_next < run->n_departed) {
+		r = ccapi_import_add(enc, run->departed[run->staging_next].email, NULL, NULL, NULL,
+				     0, err, sizeof(err));
+		if (r == -ENOSPC) {
+			r = 0;
+			break;
+		}
+		/* A refused email is left out; the short count sends it to the fallback. */
+		if (r < 0 && r != -ENOMEM)
+			r = 0;
+		run->staging_next++;
+	}
+	if (r >= 0 && ccapi_import_count(enc) == 0) {
+		ccapi_import_free(enc);
+		staging_import_next(run);
+		return;
+	}
+	if (r >= 0)
+		r = ccapi_import_finish(enc, &body, &len);
+	ccapi_import_free(enc);
+	if (r < 0) {
+		run_stop(run, STOP_FAIL, r, "encoding the staging import failed: %s",
+			 r == -ENOMEM ? "out of memory" : err);
+		return;
+	}
+	request_begin(run);
+	r = ccclient_import(rn->cc, &call, body, len, on_staging_import_posted, run, err,
+			    sizeof(err));
+	if (r < 0)
+		request_refused(run, r, "the staging import was refused", err);
+}
+
+/* Posts the removal of the staging list's members from the exported list, recorded as a remove
+ * batch whose emails are the staged departed contacts (their sync state goes on confirmation). */
+static void staging_list_remove(struct run *run, bool all)
+{
+	struct batch *b;
+	size_t n = 0;
+
+	run->stage = STG_LIST_REMOVE;
+	b = calloc(1, sizeof(*b));
+	if (b)
+		b->emails = calloc(run->n_departed ? run->n_departed : 1, sizeof(char *));
+	if (!b || !b->emails) {
+		batch_free(b);
+		run_stop(run, STOP_FAIL, -ENOMEM, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < run->n_departed; i++) {
+		run->departed[i].staged |= all;
+		if (run->departed[i].staged)
+			b->emails[n++] = run->departed[i].email;
+	}
+	run->removals_planned = true;
+	if (n == 0) {
+		batch_free(b);
+		removals_done(run);
+		return;
+	}
+	b->n_emails = n;
+	(void)removal_batch_send(run, b); /* on failure the run has stopped */
+}
+
+static void on_staged_page(const struct ccclient_result *res, void *userdata);
+
+static void staged_page_fetch(struct run *run)
+{
+	list_page_fetch(run, run->staging.list_id, on_staged_page,
+			"reading the staging list failed");
+}
+
+/* A page of the staging list's members: those departed contacts are staged (and their ids
+ * known); the others need the fallback. */
+static void on_staged_page(const struct ccclient_result *res, void *userdata)
+{
+	struct run *run = userdata;
+	const struct ccapi_contact_page *pg = res->contacts;
+	int r;
+
+	if (!staging_result_ok(run, res, "reading the staging list failed"))
+		goto out;
+	for (size_t i = 0; pg && i < pg->n; i++) {
+		struct departed *d;
+
+		if (!pg->contacts[i].email)
+			continue;
+		d = bsearch(pg->contacts[i].email, run->departed, run->n_departed,
+			    sizeof(*run->departed), cmp_departed_key);
+		if (d)
+			d->staged = true;
+	}
+	r = page_advance(run, pg ? pg->next : NULL);
+	if (r > 0)
+		staged_page_fetch(run);
+	else if (r == 0)
+		staging_list_remove(run, false);
+out:
+	run_check_done(run);
+	run_unref(run);
+}
+
+static void staging_remove(struct run *run)
+{
+	uint64_t staged = run->staging_persons > run->staging_cannot_add ?
+				  (uint64_t)(run->staging_persons - run->staging_cannot_add) : 0;
+
+	if (staged >= run->n_departed && run->staging_cannot_add == 0) {
+		staging_list_remove(run, true);
+		return;
+	}
+	run_log(run, LOG_INFO, NULL,
+		"Run %" PRId64 ": %" PRIu64 " of %zu departed contacts reached the staging list "
+		"(%" PRId64 " not added, e.g. unsubscribed); the others are removed by contact id",
+		run->run_id, staged, run->n_departed, run->staging_cannot_add);
+	free(run->page_next);
+	run->page_next = NULL;
+	staged_page_fetch(run);
+}
+
+/* Keeps the departed contacts not yet handled (not staged) for the contact-id removal. */
+static size_t departed_keep_unstaged(struct run *run)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < run->n_departed; i++) {
+		struct departed *d = &run->departed[i];
+
+		if (d->staged) {
+			free(d->email);
+			free(d->contact_id);
+			continue;
+		}
+		run->departed[n++] = *d;
+	}
+	run->n_departed = n;
+	return n;
+}
+
+/* Every removal batch of the current stage has ended. */
+static void removals_done(struct run *run)
+{
+	/* Imports still in flight call back here through remove_pump when confirmed. */
+	if (run->n_unconfirmed > 0 || !run->removals_planned)
+		return;
+	run->removals_planned = false;
+	if (run->stage == STG_NONE || run->stage == STG_DONE || run->n_failed > 0) {
+		/* A failed removal leaves the staging list dirty: the next run empties it. */
 		run_finalize(run);
+		return;
+	}
+	if (run->stage == STG_LIST_REMOVE && departed_keep_unstaged(run) > 0) {
+		run->stage = STG_FALLBACK;
+		removals_start(run);
+		return;
+	}
+	run->stage = STG_EMPTY;
+	staging_empty(run);
 }
 
 /* ------------------------------------------------------------------ pool results */
@@ -2429,10 +2990,11 @@ static void on_closed_plan(struct run *run)
 	run->departed = TAKE_PTR(pl->departed);
 	run->n_departed = pl->n_departed;
 	pl->n_departed = 0;
-	if (run->mirror && run->n_failed == 0 && run->n_departed > 0)
-		removals_start(run);
-	else
-		run_finalize(run);
+	run->plan_closed = true;
+	if (!run->mirror || run->n_failed > 0 || run->n_departed == 0)
+		send_pump(run); /* finishes once the imports in flight are confirmed */
+	else if (!removal_guard_trips(run))
+		staging_start(run);
 }
 
 static void on_planned(struct run *run)
@@ -2584,7 +3146,11 @@ static void run_start(struct run *run)
 	run->pl.export_id = run->export_id;
 	run->pl.full = run->full;
 	run->pl.mirror = run->mirror;
-	run->single = run->pl.single = RUNNER_SINGLE_PASS && !run->mirror && !run->dry_run;
+	/* A mirror export's first sync keeps two passes: it reads the list's pre-existing
+	 * members before the first import whenever the plan adds anyone (see members_start). */
+	run->single = run->pl.single =
+		RUNNER_SINGLE_PASS && !run->dry_run &&
+		(!run->mirror || store_mirror_has_sync_state(r->store, run->export_id) > 0);
 	snprintf(run->pl.list_id, sizeof(run->pl.list_id), "%s", run->list_id);
 	run->pl.max_contacts = r->cfg.batch_max_contacts;
 	run->pl.max_bytes = r->cfg.batch_max_bytes;
@@ -2655,7 +3221,10 @@ static void settings_from(struct settings *s, const struct config *cfg)
 		.batch_max_bytes = cfg->batch_max_bytes,
 		.run_retention_days = cfg->run_retention_days,
 		.rejected_retention_days = cfg->rejected_retention_days,
+		.member_pages_max = MEMBER_PAGES_MAX,
 	};
+	if (getenv("CCSYNC_TEST_MEMBER_PAGES_MAX"))
+		s->member_pages_max = strtoull(getenv("CCSYNC_TEST_MEMBER_PAGES_MAX"), NULL, 10);
 }
 
 int runner_new(uv_loop_t *loop, struct store *store, const char *db_path, struct ccclient *cc,

@@ -198,7 +198,7 @@ class Activity:
     __slots__ = ("id", "seq", "kind", "client_id", "created", "start", "complete",
                  "final_state", "finished_at", "status", "errors", "payload", "list_ids",
                  "outcome", "truncated", "body_bytes", "items_sent", "applied_items",
-                 "work", "pos", "ctx", "apply_s", "suppressed")
+                 "work", "pos", "ctx", "apply_s", "suppressed", "source")
 
     def __init__(self, kind, seq, client_id, now):
         self.id = new_uuid()
@@ -213,6 +213,7 @@ class Activity:
         self.status = {}
         self.errors = []
         self.payload = None
+        self.source = None
         self.list_ids = []
         self.outcome = None
         self.truncated = False
@@ -834,6 +835,11 @@ class App:
         a.complete = begin + d
         self.sched_tail = a.complete
         of = self.faults.get("activity_outcome")
+        if of and of.get("kind") not in (None, kind):
+            of = None
+        if of and of.get("skip", 0) > 0:
+            of["skip"] -= 1
+            of = None
         if of and of.get("count", 1) > 0:
             a.outcome = {"state": of["state"], "errors": list(of.get("errors") or []),
                          "applied_fraction": float(of.get("applied_fraction", 0.0))}
@@ -980,6 +986,7 @@ class App:
         p = a.payload
         a.payload = None
         src = p["source"]
+        a.source = {k: (len(v) if k == "contact_ids" else v) for k, v in src.items()}
         seqs = []
         if "contact_ids" in src:
             seen = set()
@@ -2300,7 +2307,11 @@ class App:
                             "timed_out": ["The activity timed out before completing."],
                             "cancelled": ["The activity was cancelled."],
                             "completed": []}[st]
+                kind = v.get("kind")
+                if kind not in (None, "import", "remove", "add"):
+                    raise ValueError("kind must be import, remove or add")
                 self.faults[name] = {"state": st, "count": int(v.get("count", 1)),
+                                     "kind": kind, "skip": int(v.get("skip", 0)),
                                      "errors": list(errs),
                                      "applied_fraction": float(v.get("applied_fraction", 0.0))}
             elif name == "activity_stuck":
@@ -2353,7 +2364,8 @@ class App:
                       "contacts_sent": a.items_sent, "applied_items": a.applied_items,
                       "list_ids": a.list_ids, "scheduled_start": iso(a.start),
                       "scheduled_complete": iso(a.complete),
-                      "forced_outcome": a.outcome["state"] if a.outcome else None}
+                      "forced_outcome": a.outcome["state"] if a.outcome else None,
+                      "source": a.source}
         return o
 
     def f_activities(self, req):

@@ -959,6 +959,24 @@ class TestFaults(Base):
         self.assertEqual(self.wait(a["activity_id"])["state"], "completed")
         self.assertIn("stuck@example.com", self.members(lid))
 
+    def test_activity_outcome_by_kind_and_skip(self):
+        """kind limits the fault to one activity kind; skip passes over the first ones."""
+        lid, src = self.new_list(), self.new_list()
+        self.fake.fake("POST", "/faults", {"activity_outcome": {"state": "failed", "kind": "remove",
+                                                                 "skip": 1}})
+        imp = self.do_import([{"email": "k1@example.com"}], [src, lid])
+        self.assertEqual(self.wait(imp["activity_id"])["state"], "completed")
+        body = {"source": {"list_ids": [src]}, "list_ids": [src]}
+        st, r1, _ = self.api("POST", "/activities/remove_list_memberships", body)
+        st, r2, _ = self.api("POST", "/activities/remove_list_memberships",
+                             {"source": {"list_ids": [lid]}, "list_ids": [lid]})
+        self.assertEqual(self.wait(r1["activity_id"])["state"], "completed")
+        self.assertEqual(self.wait(r2["activity_id"])["state"], "failed")
+        self.assertEqual(self.members(src), {})
+        self.assertEqual(list(self.members(lid)), ["k1@example.com"])
+        st, b = self.fake.fake("POST", "/faults", {"activity_outcome": {"kind": "x"}})
+        self.assertEqual(st, 400)
+
     def test_error_after_processing_and_authorize_outcome(self):
         lid = self.new_list()
         self.fake.fake("POST", "/faults", {"error_rate": {

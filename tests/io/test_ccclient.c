@@ -61,6 +61,7 @@ struct res {
 	char (*emails)[80];
 	int64_t membership_count;
 	char name[256];
+	char list_id[40];
 	bool json;
 };
 
@@ -97,11 +98,15 @@ static void on_res(const struct ccclient_result *r, void *ud)
 		}
 	}
 	if (r->list) {
+		snprintf(x->list_id, sizeof(x->list_id), "%s", r->list->list_id);
 		snprintf(x->name, sizeof(x->name), "%s", r->list->name);
 		x->membership_count = r->list->membership_count;
 	}
-	if (r->lists)
+	if (r->lists) {
 		x->n = r->lists->n;
+		if (x->n)
+			snprintf(x->list_id, sizeof(x->list_id), "%s", r->lists->lists[0].list_id);
+	}
 	if (r->custom_fields)
 		x->n = r->custom_fields->n;
 	if (r->activities) {
@@ -617,6 +622,88 @@ static void test_contacts_and_removal(void **state)
 	assert_int_equal(x.n, 0);
 	res_reset(&x);
 	free(all);
+}
+
+/* The staging list's requests: create (409 when the name exists), find by exact name, and
+ * removals with a list as the source (from another list, and of a list from itself). */
+static void test_staging_list_requests(void **state)
+{
+	static const char name[] = "ccsync staging \u2013 \"Q\" \u00e9xport (1-abcdef01)";
+	struct fx *f = *state;
+	struct res x = { 0 };
+	char err[256], staging[40], body[512], path[128], id[64];
+	json_t *a, *src;
+
+	assert_int_equal(ccclient_list_create(f->c, &main_call, name, "Do not use", on_res, &x,
+					      err, sizeof(err)), 0);
+	wait_res(f, &x);
+	assert_int_equal(x.error, 0);
+	assert_int_equal(x.status, 201);
+	assert_string_equal(x.name, name);
+	assert_true(ccapi_id_valid(x.list_id));
+	snprintf(staging, sizeof(staging), "%s", x.list_id);
+	res_reset(&x);
+	assert_int_equal(ccclient_list_create(f->c, &main_call, name, NULL, on_res, &x, err,
+					      sizeof(err)), 0);
+	wait_res(f, &x);
+	assert_int_equal(x.error, -EEXIST);
+	assert_int_equal(x.status, 409);
+	res_reset(&x);
+	assert_int_equal(ccclient_list_find(f->c, &main_call, name, on_res, &x, err, sizeof(err)),
+			 0);
+	wait_res(f, &x);
+	assert_int_equal(x.error, 0);
+	assert_int_equal(x.n, 1);
+	assert_string_equal(x.list_id, staging);
+	res_reset(&x);
+	assert_int_equal(ccclient_list_find(f->c, &main_call, "ccsync staging", on_res, &x, err,
+					    sizeof(err)), 0);
+	wait_res(f, &x);
+	assert_int_equal(x.n, 0); /* exact names only */
+	res_reset(&x);
+	assert_int_equal(ccclient_list_create(f->c, &main_call, "", NULL, on_res, &x, err,
+					      sizeof(err)), -EINVAL);
+
+	/* 30 contacts on both lists, 5 on the exported list only. */
+	snprintf(body, sizeof(body), "{\"generate\":{\"count\":30,\"pattern\":\"s{n}@example.com\","
+		 "\"list_ids\":[\"%s\",\"%s\"]}}", staging, f->list_id);
+	json_decref(fake_ok(&fake, "POST", "/_fake/contacts", body));
+	snprintf(body, sizeof(body), "{\"generate\":{\"count\":5,\"pattern\":\"k{n}@example.com\","
+		 "\"list_ids\":[\"%s\"]}}", f->list_id);
+	json_decref(fake_ok(&fake, "POST", "/_fake/contacts", body));
+	assert_int_equal(ccclient_remove_list_members(f->c, &main_call, staging, f->list_id, on_res,
+						      &x, err, sizeof(err)), 0);
+	wait_res(f, &x);
+	assert_int_equal(x.error, 0);
+	snprintf(id, sizeof(id), "%s", x.activity_id);
+	wait_activity(f, id, 0, &x);
+	assert_int_equal(x.error, 0);
+	assert_int_equal(list_count(f->list_id), 5);
+	assert_int_equal(list_count(staging), 30);
+	snprintf(path, sizeof(path), "/_fake/activities/%s", id);
+	a = fake_ok(&fake, "GET", path, NULL);
+	src = json_object_get(json_object_get(json_object_get(a, "_fake"), "source"), "list_ids");
+	assert_non_null(src);
+	assert_int_equal(json_array_size(src), 1);
+	assert_string_equal(json_string_value(json_array_get(src, 0)), staging);
+	json_decref(a);
+	/* Empty the staging list: source = target. */
+	res_reset(&x);
+	assert_int_equal(ccclient_remove_list_members(f->c, &main_call, staging, staging, on_res,
+						      &x, err, sizeof(err)), 0);
+	wait_res(f, &x);
+	snprintf(id, sizeof(id), "%s", x.activity_id);
+	wait_activity(f, id, 0, &x);
+	assert_int_equal(x.error, 0);
+	assert_int_equal(list_count(staging), 0);
+	assert_int_equal(list_count(f->list_id), 5);
+	assert_int_equal(ccclient_remove_list_members(f->c, &main_call, "nope", staging, on_res, &x,
+						      err, sizeof(err)), -EINVAL);
+	assert_int_equal(fake_stat("schema_violations/count"), 0);
+	assert_int_equal(fake_stat("problems_count"), 0);
+	assert_int_equal(fake_stat("requests_by_kind/list_create"), 2);
+	assert_int_equal(fake_stat("requests_by_kind/remove"), 2);
+	res_reset(&x);
 }
 
 static void test_batched_activity_polling(void **state)
@@ -1485,6 +1572,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_custom_fields_paging, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_import_and_wait, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_import_split_limits, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_staging_list_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_contacts_and_removal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batched_activity_polling, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit, setup, teardown),

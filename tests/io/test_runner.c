@@ -634,6 +634,42 @@ static void test_list_deleted(void **state)
 	assert_int_equal(fstat_("requests_by_kind/import"), 0);
 }
 
+_printf_(4, 5) static void qtext(struct fx *f, char *buf, size_t len, const char *fmt, ...)
+{
+	char sql[1024];
+	sqlite3_stmt *st;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	buf[0] = '\0';
+	assert_int_equal(sqlite3_prepare_v2(store_db(f->s), sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+		snprintf(buf, len, "%s", (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+}
+
+static long long list_count(const char *list_id)
+{
+	json_t *st = list_state(list_id);
+	long long n = fake_int(st, "count");
+
+	json_decref(st);
+	return n;
+}
+
+/* Once CC has processed everything, the export's staging list is empty. */
+static void assert_staging_empty(struct fx *f)
+{
+	char id[64];
+
+	qtext(f, id, sizeof(id), "SELECT list_id FROM mirror_staging WHERE export_id = 1");
+	assert_int_equal(strlen(id), 36);
+	json_decref(fake_ok(&fake, "POST", "/_fake/drain", "{\"timeout_s\":30}"));
+	assert_int_equal(list_count(id), 0);
+}
+
 static void test_mirror(void **state)
 {
 	struct fx *f = *state;
@@ -663,8 +699,13 @@ static void test_mirror(void **state)
 	assert_int_equal(f->last.counters.removed, 99);
 	assert_int_equal(f->last.counters.selected, 1900);
 	assert_int_equal(f->last.counters.unchanged, 1900);
-	assert_int_equal(fstat_("requests_by_kind/import"), 0);
-	assert_true(fstat_("requests_by_kind/remove") >= 1);
+	/* By the staging list: one import of the departed emails, a removal by list, the empty;
+	 * no per-contact lookup and no list paging. */
+	assert_int_equal(fstat_("requests_by_kind/import"), 1);
+	assert_int_equal(fstat_("requests_by_kind/list_create"), 1);
+	assert_int_equal(fstat_("requests_by_kind/contacts"), 0);
+	assert_int_equal(fstat_("requests_by_kind/remove"), 2);
+	assert_staging_empty(f);
 	st = list_state(f->list_id);
 	assert_int_equal(fake_int(st, "count"), 1902);
 	assert_non_null(member_first(st, "outsider@example.com"));
@@ -771,6 +812,192 @@ static void test_drain_and_resume(void **state)
 			 6000);
 }
 
+
+/* Leaves profiles a..b (by number) out of the segment. */
+static void leave(struct fx *f, int a, int b)
+{
+	exec(f, "DELETE FROM segment_members WHERE CAST(substr(profile_id, 2) AS INTEGER) "
+		"BETWEEN %d AND %d", a, b);
+}
+
+static void assert_on_list(struct fx *f, int n, bool on)
+{
+	char email[64];
+	json_t *st = list_state(f->list_id);
+
+	snprintf(email, sizeof(email), "user%d@example.com", n);
+	if (on)
+		assert_non_null(member_first(st, email));
+	else
+		assert_null(member_first(st, email));
+	json_decref(st);
+}
+
+/*
+ * Single-pass mirror runs (a "large" list: the member-page limit is lowered to 0) remove by the
+ * staging list; unsubscribed contacts fall back to contact ids; a failure at each step is
+ * recorded and repaired by the next run; the guard stops before any removal.
+ */
+static void test_mirror_staging(void **state)
+{
+	struct fx *f = *state;
+	struct opts force = { .force = true };
+	int64_t id;
+
+	runner_stop(f);
+	setenv("CCSYNC_TEST_MEMBER_PAGES_MAX", "0", 1);
+	runner_start(f);
+	load_profiles(f, 400);
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(list_count(f->list_id), 400);
+
+	/* 20 leave (user7 unsubscribed meanwhile), one changes. */
+	json_decref(fake_ok(&fake, "POST", "/_fake/contacts",
+			    "{\"generate\":{\"count\":1,\"start\":7,\"status\":\"unsubscribed\"}}"));
+	leave(f, 1, 20);
+	exec(f, "UPDATE profiles SET attributes = json_set(attributes, '$.first', 'Y') "
+		"WHERE profile_id = 'p0000100'");
+	reset_stats();
+	id = run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.removed, 20);
+	assert_int_equal(f->last.counters.sent, 1);
+	assert_adds_up(&f->last.counters);
+	assert_int_equal(list_count(f->list_id), 380);
+	assert_on_list(f, 7, false);
+	assert_on_list(f, 21, true);
+	assert_int_equal(fstat_("requests_by_kind/import"), 2); /* the change, the staging import */
+	/* The fallback for user7 only: one page of the staging list, one lookup by email. */
+	assert_int_equal(fstat_("requests_by_kind/contacts"), 2);
+	assert_int_equal(qint(f, "SELECT count(*) FROM run_batches WHERE run_id = %" PRId64
+			      " AND kind = 'remove' AND state = 'confirmed' AND activity_id IS NOT "
+			      "NULL", id), 2);
+	assert_int_equal(qint(f, "SELECT count(*) FROM sync_state"), 380);
+	assert_int_equal(qint(f, "SELECT dirty + pending_is_empty FROM mirror_staging"), 2);
+	assert_staging_empty(f);
+
+	/* The staging import fails: recorded, nothing removed; the next run repairs. */
+	faults("{\"activity_outcome\":{\"state\":\"failed\",\"kind\":\"import\"}}");
+	leave(f, 21, 30);
+	reset_stats();
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_FAILED);
+	assert_non_null(strstr(f->error, "staging import failed"));
+	assert_int_equal(f->last.counters.removed, 0);
+	assert_on_list(f, 21, true);
+	assert_int_equal(qint(f, "SELECT count(*) FROM sync_state"), 380);
+	assert_int_equal(qint(f, "SELECT dirty FROM mirror_staging"), 1);
+	reset_stats();
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.removed, 10);
+	assert_int_equal(fstat_("requests_by_kind/remove"), 3); /* empty first, remove, empty */
+	assert_int_equal(fstat_("requests_by_kind/contacts"), 0);
+	assert_int_equal(list_count(f->list_id), 370);
+	assert_staging_empty(f);
+
+	/* The removal fails: its batch is failed, sync state kept; the next run repairs. */
+	faults("{\"activity_outcome\":{\"state\":\"failed\",\"kind\":\"remove\"}}");
+	leave(f, 31, 35);
+	id = run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_FAILED);
+	assert_non_null(strstr(f->error, "1 of 1 batches failed"));
+	assert_int_equal(f->last.counters.removed, 0);
+	assert_int_equal(qint(f, "SELECT count(*) FROM run_batches WHERE run_id = %" PRId64
+			      " AND kind = 'remove' AND state = 'failed'", id), 1);
+	assert_on_list(f, 31, true);
+	assert_int_equal(qint(f, "SELECT count(*) FROM sync_state"), 370);
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.removed, 5);
+	assert_int_equal(list_count(f->list_id), 365);
+	assert_staging_empty(f);
+
+	/* The final empty fails (after the run ended): the next run empties first. */
+	faults("{\"activity_outcome\":{\"state\":\"failed\",\"kind\":\"remove\","
+	       "\"skip\":1}}");
+	leave(f, 36, 38);
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.removed, 3);
+	leave(f, 39, 40);
+	reset_stats();
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.removed, 2);
+	assert_int_equal(fstat_("requests_by_kind/remove"), 3);
+	assert_int_equal(list_count(f->list_id), 360);
+	assert_staging_empty(f);
+
+	/* The guard (60 of 360 > 10%) is checked after the upserts, before any removal. */
+	leave(f, 41, 100);
+	exec(f, "UPDATE profiles SET attributes = json_set(attributes, '$.first', 'Z') "
+		"WHERE profile_id = 'p0000200'");
+	reset_stats();
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_FAILED);
+	assert_non_null(strstr(f->error, "mirror guard"));
+	assert_non_null(strstr(f->error, "1 adds and updates were sent, but nothing was removed"));
+	assert_int_equal(fstat_("requests_by_kind/import"), 1);
+	assert_int_equal(fstat_("requests_by_kind/remove"), 0);
+	assert_on_list(f, 41, true);
+	{
+		json_t *st = list_state(f->list_id);
+
+		assert_string_equal(member_first(st, "user200@example.com"), "Z");
+		json_decref(st);
+	}
+	(void)run_export(f, &force);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.removed, 60);
+	assert_int_equal(list_count(f->list_id), 300);
+	assert_staging_empty(f);
+	assert_int_equal(qint(f, "SELECT count(*) FROM mirror_staging"), 1);
+	assert_int_equal(fstat_("problems_count"), 0);
+	unsetenv("CCSYNC_TEST_MEMBER_PAGES_MAX");
+}
+
+/* A database restored from before the staging list existed: CC answers 409 to the creation,
+ * the list is found by name, emptied first (its content is unknown) and used. */
+static void test_mirror_staging_restored(void **state)
+{
+	struct fx *f = *state;
+	char name[256];
+
+	load_profiles(f, 300);
+	(void)run_export(f, NULL);
+	leave(f, 1, 5);
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	qtext(f, name, sizeof(name), "SELECT list_id FROM mirror_staging");
+	assert_int_equal(strlen(name), 36);
+	/* A stale member on the staging list, then the row is lost. */
+	{
+		char body[256];
+
+		snprintf(body, sizeof(body),
+			 "{\"contacts\":[{\"email\":\"user200@example.com\",\"list_ids\":[\"%s\"]}]}",
+			 name);
+		json_decref(fake_ok(&fake, "POST", "/_fake/drain", "{\"timeout_s\":30}"));
+		json_decref(fake_ok(&fake, "POST", "/_fake/contacts", body));
+	}
+	exec(f, "DELETE FROM mirror_staging");
+	leave(f, 6, 8);
+	reset_stats();
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.removed, 3);
+	assert_int_equal(fstat_("status_by_kind/list_create/409"), 1);
+	assert_int_equal(fstat_("requests_by_kind/lists"), 1);
+	assert_on_list(f, 200, true); /* the stale staging member was not removed */
+	assert_int_equal(list_count(f->list_id), 292);
+	qtext(f, name + 64, 64, "SELECT list_id FROM mirror_staging");
+	assert_string_equal(name, name + 64);
+	assert_staging_empty(f);
+	assert_int_equal(fstat_("problems_count"), 0);
+}
+
 /* ------------------------------------------------------------------ measurement */
 
 static void usage(double *cpu_s, long *rss_kb)
@@ -839,6 +1066,9 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_list_deleted, setup_upsert, teardown),
 		cmocka_unit_test_setup_teardown(test_mirror, setup_mirror, teardown),
+		cmocka_unit_test_setup_teardown(test_mirror_staging, setup_mirror, teardown),
+		cmocka_unit_test_setup_teardown(test_mirror_staging_restored, setup_mirror,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_drain_and_resume, setup_upsert, teardown),
 	};
 	const struct CMUnitTest bench[] = {

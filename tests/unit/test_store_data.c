@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "store-data.h"
+#include "store-mirror.h"
 #include "store.h"
 #include "test-db.h"
 #include "test-helpers.h"
@@ -1072,7 +1073,61 @@ static void test_v1_fixture_upgrades_and_reads(void **state)
 	store_data_recovery_done(&rec);
 	assert_int_equal(store_data_refresh_consume(s, &count), 0);
 	assert_int_equal(count, 1);
+	/* 0002 on top of the v1 data: no staging list yet, one can be recorded. */
+	{
+		struct store_mirror_staging m = { .dirty = true }, got = { 0 };
+
+		assert_int_equal(store_mirror_staging_get(s, 1, &got, f->err, sizeof(f->err)), 0);
+		snprintf(m.list_id, sizeof(m.list_id), "%s", "0f0f0f0f-0000-4000-8000-000000000001");
+		assert_int_equal(store_mirror_staging_set(s, 1, &m, f->err, sizeof(f->err)), 0);
+		assert_int_equal(store_mirror_staging_get(s, 1, &got, f->err, sizeof(f->err)), 1);
+		assert_true(got.dirty);
+	}
 	store_free(s);
+}
+
+/* The staging list state of a mirror export: round trip, pending activity, forget, cascade. */
+static void test_mirror_staging_state(void **state)
+{
+	struct fixture *f = *state;
+	struct store_mirror_staging m = { 0 }, got = { 0 };
+
+	assert_int_equal(store_mirror_staging_get(f->s, 1, &got, f->err, sizeof(f->err)), 0);
+	assert_int_equal(store_mirror_has_sync_state(f->s, 1), 0);
+	snprintf(m.list_id, sizeof(m.list_id), "%s", "0f0f0f0f-0000-4000-8000-000000000001");
+	assert_int_equal(store_mirror_staging_set(f->s, 1, &m, f->err, sizeof(f->err)), 0);
+	assert_int_equal(store_mirror_staging_get(f->s, 1, &got, f->err, sizeof(f->err)), 1);
+	assert_string_equal(got.list_id, m.list_id);
+	assert_false(got.dirty);
+	assert_string_equal(got.pending_activity_id, "");
+	m.dirty = true;
+	m.pending_is_empty = true;
+	snprintf(m.pending_activity_id, sizeof(m.pending_activity_id), "%s",
+		 "4b6b7b1e-0000-4000-8000-0000000000aa");
+	assert_int_equal(store_mirror_staging_set(f->s, 1, &m, f->err, sizeof(f->err)), 0);
+	assert_int_equal(store_mirror_staging_get(f->s, 1, &got, f->err, sizeof(f->err)), 1);
+	assert_true(got.dirty);
+	assert_true(got.pending_is_empty);
+	assert_string_equal(got.pending_activity_id, m.pending_activity_id);
+	/* No pending activity: the flag goes with it. */
+	m.pending_activity_id[0] = '\0';
+	assert_int_equal(store_mirror_staging_set(f->s, 1, &m, f->err, sizeof(f->err)), 0);
+	assert_int_equal(store_mirror_staging_get(f->s, 1, &got, f->err, sizeof(f->err)), 1);
+	assert_false(got.pending_is_empty);
+	/* A malformed list id is refused by the schema. */
+	snprintf(m.list_id, sizeof(m.list_id), "%s", "short");
+	assert_true(store_mirror_staging_set(f->s, 1, &m, f->err, sizeof(f->err)) < 0);
+	assert_int_equal(store_mirror_staging_forget(f->s, 1, f->err, sizeof(f->err)), 0);
+	assert_int_equal(store_mirror_staging_get(f->s, 1, &got, f->err, sizeof(f->err)), 0);
+	/* The row goes with its export. */
+	snprintf(m.list_id, sizeof(m.list_id), "%s", "0f0f0f0f-0000-4000-8000-000000000001");
+	assert_int_equal(store_mirror_staging_set(f->s, 1, &m, f->err, sizeof(f->err)), 0);
+	raw_exec(f, "INSERT INTO sync_state (export_id, email, fields_hash) VALUES (1, 'a@b.c', 1)");
+	assert_int_equal(store_mirror_has_sync_state(f->s, 1), 1);
+	raw_exec(f, "PRAGMA foreign_keys = ON; DELETE FROM sync_state; DELETE FROM runs; "
+		    "DELETE FROM export_segments; DELETE FROM export_fields; "
+		    "DELETE FROM exports WHERE export_id = 1");
+	assert_int_equal(raw_int(f, "SELECT count(*) FROM mirror_staging"), 0);
 }
 
 int main(void)
@@ -1086,6 +1141,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_confirm_is_atomic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cc_rejections_remembered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_removal_confirm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mirror_staging_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rejected_rows_bulk_and_paging, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_and_resume_chain, setup, teardown),
