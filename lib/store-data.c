@@ -35,18 +35,6 @@ static void stmt_resetp(sqlite3_stmt **st)
 }
 #define _cleanup_reset_ _cleanup_(stmt_resetp)
 
-/* 1 on a row, 0 when done, negative errno on failure (the statement is left for the caller). */
-static int step(struct store *s, sqlite3_stmt *st)
-{
-	int rc = sqlite3_step(st);
-
-	if (rc == SQLITE_ROW)
-		return 1;
-	if (rc == SQLITE_DONE)
-		return 0;
-	return store_error(s, rc) ?: -EIO;
-}
-
 static sqlite3_stmt *prepare(struct store *s, const char *sql, int *r)
 {
 	sqlite3_stmt *st = store_prepare(s, sql);
@@ -255,7 +243,7 @@ static int collect_runs(struct store *s, sqlite3_stmt *st, struct store_data_run
 	size_t n = 0, cap = 0;
 	int r;
 
-	while ((r = step(s, st)) > 0) {
+	while ((r = store_step(s, st)) > 0) {
 		if (n == cap) {
 			size_t ncap = cap ? cap * 2 : 16;
 			struct store_data_run *nr = reallocarray(runs, ncap, sizeof(*runs));
@@ -311,7 +299,7 @@ int store_data_run_get(struct store *s, int64_t run_id, struct store_data_run **
 	if (!st)
 		return sql_error(s, err, errlen, r, "cannot read run");
 	sqlite3_bind_int64(st, 1, run_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r < 0)
 		return sql_error(s, err, errlen, r, "cannot read run");
 	if (r == 0)
@@ -369,7 +357,7 @@ int store_data_run_active(struct store *s, int64_t export_id, int64_t *ret_run_i
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, export_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r > 0 && ret_run_id)
 		*ret_run_id = sqlite3_column_int64(st, 0);
 	return r;
@@ -386,7 +374,7 @@ static int export_live(struct store *s, int64_t export_id)
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, export_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r <= 0)
 		return r < 0 ? r : -ENOENT;
 	return sqlite3_column_int(st, 0);
@@ -404,7 +392,7 @@ static int run_state(struct store *s, int64_t run_id, int64_t *ret_export_id,
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, run_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r <= 0)
 		return r < 0 ? r : -ENOENT;
 	if (ret_export_id)
@@ -538,7 +526,7 @@ static int run_set_state_locked(struct store *s, int64_t run_id, enum store_data
 		if (!c)
 			return sql_error(s, err, errlen, r, "cannot read run");
 		sqlite3_bind_int64(c, 1, run_id);
-		r = step(s, c);
+		r = store_step(s, c);
 		if (r <= 0)
 			return sql_error(s, err, errlen, r ?: -EIO, "cannot read run");
 		if (sqlite3_column_int64(c, 0) != 0 || sqlite3_column_int64(c, 1) != 0)
@@ -613,7 +601,7 @@ static int run_set_plan_locked(struct store *s, int64_t run_id, const int64_t v[
 	if (!st)
 		return sql_error(s, err, errlen, r, "cannot record the plan");
 	sqlite3_bind_int64(st, 1, run_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r > 0 && sqlite3_column_int64(st, 0) > 0 &&
 	    (v[2] < sqlite3_column_int64(st, 1) ||
 	     v[0] != v[1] + v[2] + v[3] + sqlite3_column_int64(st, 2)))
@@ -705,7 +693,7 @@ int store_data_run_resume_chain(struct store *s, int64_t run_id, int64_t **ret_i
 		if (!st)
 			return r;
 		sqlite3_bind_int64(st, 1, id);
-		r = step(s, st);
+		r = store_step(s, st);
 		if (r < 0)
 			return r;
 		if (r == 0)
@@ -724,7 +712,7 @@ static int collect_ids(struct store *s, sqlite3_stmt *st, int64_t **ret, size_t 
 	size_t n = 0, cap = 0;
 	int r;
 
-	while ((r = step(s, st)) > 0) {
+	while ((r = store_step(s, st)) > 0) {
 		if (n == cap) {
 			size_t ncap = cap ? cap * 2 : 8;
 			int64_t *ni = reallocarray(ids, ncap, sizeof(*ids));
@@ -875,7 +863,7 @@ static int batch_head(struct store *s, int64_t run_id, int64_t batch_no, struct 
 		return sql_error(s, err, errlen, r, "cannot read batch");
 	sqlite3_bind_int64(st, 1, run_id);
 	sqlite3_bind_int64(st, 2, batch_no);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r < 0)
 		return sql_error(s, err, errlen, r, "cannot read batch");
 	if (r == 0)
@@ -1027,7 +1015,7 @@ static int rejected_insert(struct store *s, int64_t run_id, const struct store_d
 	if (!st)
 		return sql_error(s, err, errlen, r, "cannot record rejected rows");
 	sqlite3_bind_int64(st, 1, run_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	seq = sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
 	if (r <= 0)
@@ -1400,7 +1388,7 @@ int store_data_run_batches(struct store *s, int64_t run_id, struct store_data_ba
 	if (!st)
 		return sql_error(s, err, errlen, r, "cannot read batches");
 	sqlite3_bind_int64(st, 1, run_id);
-	while ((r = step(s, st)) > 0) {
+	while ((r = store_step(s, st)) > 0) {
 		struct store_data_batch *e;
 
 		if (n == cap) {
@@ -1490,7 +1478,7 @@ int store_data_rejected_page(struct store *s, int64_t run_id, int64_t after_seq,
 	sqlite3_bind_int64(st, 1, run_id);
 	sqlite3_bind_int64(st, 2, after_seq);
 	sqlite3_bind_int64(st, 3, (int64_t)limit);
-	while ((r = step(s, st)) > 0) {
+	while ((r = store_step(s, st)) > 0) {
 		struct store_data_rejected_row *row = &rows[n];
 
 		row->seq = sqlite3_column_int64(st, 0);
@@ -1610,7 +1598,7 @@ int store_data_segments_list(struct store *s, struct store_data_segment **ret, s
 	st = prepare(s, SQL, &r);
 	if (!st)
 		return sql_error(s, err, errlen, r, "cannot list segments");
-	while ((r = step(s, st)) > 0) {
+	while ((r = store_step(s, st)) > 0) {
 		struct store_data_segment *g;
 
 		if (n == cap) {
@@ -1657,7 +1645,7 @@ int store_data_segment_lookup(struct store *s, const char *name, int64_t *ret_se
 	if (!st)
 		return r;
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r <= 0)
 		return r < 0 ? r : -ENOENT;
 	*ret_segment_id = sqlite3_column_int64(st, 0);
@@ -1685,7 +1673,7 @@ int store_data_attribute_exists(struct store *s, const char *name, size_t sample
 		return r;
 	sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(st, 2, (int64_t)sample);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r <= 0)
 		return r < 0 ? r : -EIO;
 	if (ret_sampled)
@@ -1762,7 +1750,7 @@ static int export_load_fields(struct store *s, struct store_data_export *e)
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, e->export_id);
-	while ((r = step(s, st)) > 0) {
+	while ((r = store_step(s, st)) > 0) {
 		struct store_data_export_field *f;
 
 		if (e->n_fields == cap) {
@@ -1810,7 +1798,7 @@ int store_data_export_load(struct store *s, int64_t export_id, struct store_data
 	if (!st)
 		return sql_error(s, err, errlen, r, "cannot read export");
 	sqlite3_bind_int64(st, 1, export_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r < 0)
 		return sql_error(s, err, errlen, r, "cannot read export");
 	if (r == 0 || sqlite3_column_int(st, 5))
@@ -1902,7 +1890,7 @@ static int pid_cmp(const char *a, size_t an, const char *b, size_t bn)
  * purpose escapes it, and it would break the merge's ordering, so it is refused. */
 static int cursor_step(struct store *s, struct member_cursor *c)
 {
-	int r = step(s, c->st);
+	int r = store_step(s, c->st);
 
 	if (r < 0)
 		return r;
@@ -2022,7 +2010,7 @@ static int lookup_profile(struct store_data_member_scan *sc, const char *pid, si
 	sqlite3_reset(sc->lookup);
 	if (sqlite3_bind_text(sc->lookup, 1, pid, (int)len, SQLITE_TRANSIENT) != SQLITE_OK)
 		return -ENOMEM;
-	r = step(sc->store, sc->lookup);
+	r = store_step(sc->store, sc->lookup);
 	if (r <= 0 || sqlite3_column_type(sc->lookup, 0) == SQLITE_NULL)
 		return r < 0 ? r : 0;
 	sc->row.attributes = (const char *)sqlite3_column_text(sc->lookup, 0);
@@ -2165,7 +2153,7 @@ int store_data_member_count(struct store *s, int64_t export_id, int64_t *ret_cou
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, export_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r <= 0)
 		return r ?: -EIO;
 	segments = sqlite3_column_int64(st, 0);
@@ -2174,7 +2162,7 @@ int store_data_member_count(struct store *s, int64_t export_id, int64_t *ret_cou
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, export_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r <= 0)
 		return r ?: -EIO;
 	*ret_count = sqlite3_column_int64(st, 0);
@@ -2192,7 +2180,7 @@ int store_data_profile_attributes(struct store *s, const char *profile_id, size_
 	if (!st)
 		return r;
 	sqlite3_bind_text(st, 1, profile_id, (int)len, SQLITE_TRANSIENT);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r <= 0)
 		return r < 0 ? r : -ENOENT;
 	return store_column_strdup(st, 0, ret_attributes);
@@ -2247,7 +2235,7 @@ int store_data_sync_scan_open(struct store *s, int64_t export_id, unsigned colum
 int store_data_sync_scan_next(struct store_data_sync_scan *sc,
 			      const struct store_data_sync_row **ret, char *err, size_t errlen)
 {
-	int r = step(sc->store, sc->st);
+	int r = store_step(sc->store, sc->st);
 
 	if (r < 0)
 		return sql_error(sc->store, err, errlen, r, "sync-state scan failed");
@@ -2380,7 +2368,7 @@ int store_data_import_stage(struct store *s, int64_t import_id, const char *prof
 		return sql_error(s, err, errlen, r, "cannot stage row");
 	sqlite3_bind_int64(q, 1, import_id);
 	sqlite3_bind_text(q, 2, profile_id, -1, SQLITE_TRANSIENT);
-	r = step(s, q);
+	r = store_step(s, q);
 	if (r <= 0)
 		return sql_error(s, err, errlen, r ?: -EIO, "cannot stage row");
 	if (ret_previous_line)
@@ -2408,7 +2396,7 @@ static int apply_profiles_locked(struct store *s, int64_t import_id,
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, import_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	if (r > 0) {
 		res->rows = sqlite3_column_int64(st, 0);
 		res->updated = sqlite3_column_int64(st, 1);
@@ -2488,7 +2476,7 @@ static int apply_segment_locked(struct store *s, int64_t import_id, const char *
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, id);
-	r = step(s, st);
+	r = store_step(s, st);
 	res->previous_members = sqlite3_column_int64(st, 0);
 	sqlite3_reset(st);
 	if (r <= 0)
@@ -2498,7 +2486,7 @@ static int apply_segment_locked(struct store *s, int64_t import_id, const char *
 	if (!st)
 		return r;
 	sqlite3_bind_int64(st, 1, import_id);
-	r = step(s, st);
+	r = store_step(s, st);
 	res->rows = sqlite3_column_int64(st, 0);
 	res->without_profile = sqlite3_column_int64(st, 1);
 	sqlite3_reset(st);

@@ -22,21 +22,15 @@ int store_mirror_staging_get(struct store *s, int64_t export_id, struct store_mi
 	sqlite3_stmt *st = store_prepare(s, sql);
 	struct store_mirror_staging m = { 0 };
 	const char *t;
-	int rc;
+	int r;
 
 	if (!st)
 		return sql_fail(s, -EIO, err, errlen, "reading the staging list");
 	sqlite3_bind_int64(st, 1, export_id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
+	r = store_step(s, st);
+	if (r <= 0) {
 		sqlite3_reset(st);
-		return 0;
-	}
-	if (rc != SQLITE_ROW) {
-		int r = store_error(s, rc);
-
-		sqlite3_reset(st);
-		return sql_fail(s, r, err, errlen, "reading the staging list");
+		return r < 0 ? sql_fail(s, r, err, errlen, "reading the staging list") : 0;
 	}
 	t = (const char *)sqlite3_column_text(st, 0);
 	snprintf(m.list_id, sizeof(m.list_id), "%s", t ? t : "");
@@ -95,13 +89,14 @@ int store_mirror_has_sync_state(struct store *s, int64_t export_id)
 	static const char sql[] = "SELECT EXISTS (SELECT 1 FROM sync_state "
 				  "WHERE export_id = ?1 AND state = 'synced')";
 	sqlite3_stmt *st = store_prepare(s, sql);
-	int rc, r;
+	int r;
 
 	if (!st)
 		return -EIO;
 	sqlite3_bind_int64(st, 1, export_id);
-	rc = sqlite3_step(st);
-	r = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) != 0 : store_error(s, rc);
+	r = store_step(s, st);
+	if (r > 0)
+		r = sqlite3_column_int(st, 0) != 0;
 	sqlite3_reset(st);
 	return r;
 }
