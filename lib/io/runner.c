@@ -212,6 +212,7 @@ struct departed {
 enum stage {
 	STG_NONE,	 /* no staging list involved (contact-id removals only) */
 	STG_PREP,	 /* creating the staging list, or settling what an earlier run left */
+	STG_READY,	 /* settled while the plan still runs: empty, nothing pending on it */
 	STG_IMPORT,	 /* importing the departed emails into the staging list */
 	STG_LIST_REMOVE, /* removing the staging list's members from the exported list */
 	STG_FALLBACK,	 /* departed contacts the import did not stage: by contact id */
@@ -343,6 +344,7 @@ struct run {
 	/* mirror removals through the staging list */
 	enum stage stage;
 	bool removals_planned; /* the stage's removal batches are all cut (removals_done may act) */
+	bool staging_wanted;   /* the plan ended with departed contacts and the guard let them go */
 	struct store_mirror_staging staging;
 	size_t staging_next;			/* next departed contact to import */
 	int64_t staging_persons, staging_cannot_add; /* summed over the staging imports */
@@ -421,6 +423,7 @@ static void send_pump(struct run *run);
 static void remove_pump(struct run *run);
 static void removals_done(struct run *run);
 static int staging_record(struct run *run, const char *pending, bool is_empty, bool dirty);
+static void staging_prepare_early(struct run *run);
 static void runner_kick(struct runner *r);
 static void on_kick(uv_timer_t *t);
 static void runner_maybe_done(struct runner *r);
@@ -1539,6 +1542,7 @@ static void sending_start(struct run *run)
 	run_set_phase(run, RUNNER_PHASE_SENDING);
 	run->send_start_ms = uv_now(run->runner->loop);
 	run->sent_at_start = run->counters.sent;
+	staging_prepare_early(run);
 	/* Nothing to send: skip the second pass (and its sort) altogether. */
 	if (!run->single && run->pc.to_send == 0)
 		run->pl.exhausted = true;
@@ -2182,7 +2186,8 @@ static void send_pump(struct run *run)
 		run_queue_step(run, STEP_CLOSE);
 		return;
 	}
-	if (run->plan_closed && run->n_unconfirmed == 0 && run->phase == RUNNER_PHASE_SENDING)
+	if (run->plan_closed && run->n_unconfirmed == 0 && run->phase == RUNNER_PHASE_SENDING &&
+	    run->stage != STG_PREP)
 		run_finalize(run);
 }
 
@@ -2741,19 +2746,23 @@ static void staging_settle(struct run *run)
 		staging_wait(run, m->pending_activity_id, on_staging_settled);
 	else if (m->dirty)
 		staging_empty(run);
-	else
+	else if (run->staging_wanted)
 		staging_import_next(run);
+	else {
+		/* Settled ahead of the plan's end: on_closed_plan goes on from here, or the run
+		 * ends without departures (send_pump waits for this). */
+		run->stage = STG_READY;
+		send_pump(run);
+	}
 }
 
-static void staging_start(struct run *run)
+/* Finds or creates the staging list and settles what an earlier run left on it. */
+static void staging_prepare(struct run *run)
 {
 	char err[512];
 	int r;
 
-	run_set_phase(run, RUNNER_PHASE_REMOVING);
 	run->stage = STG_PREP;
-	for (size_t i = 0; i < run->n_departed; i++)
-		run->departed[i].run = run;
 	r = store_mirror_staging_get(run->runner->store, run->export_id, &run->staging, err,
 				     sizeof(err));
 	if (r < 0)
@@ -2762,6 +2771,33 @@ static void staging_start(struct run *run)
 		staging_create(run);
 	else
 		staging_settle(run);
+}
+
+/*
+ * A mirror run that has synced before will most likely have departures. Settling the staging
+ * list (creating it, waiting for the last run's empty) while the plan scans takes those requests
+ * off the run's critical path: the limiter's tokens refill during the scan anyway. Nothing is
+ * removed from the exported list before the plan ends and the removal guard has spoken.
+ */
+static void staging_prepare_early(struct run *run)
+{
+	if (!run->mirror || run->dry_run || run->stage != STG_NONE ||
+	    store_mirror_has_sync_state(run->runner->store, run->export_id) <= 0)
+		return;
+	staging_prepare(run);
+}
+
+static void staging_start(struct run *run)
+{
+	run_set_phase(run, RUNNER_PHASE_REMOVING);
+	run->staging_wanted = true;
+	for (size_t i = 0; i < run->n_departed; i++)
+		run->departed[i].run = run;
+	if (run->stage == STG_READY)
+		staging_import_next(run);
+	else if (run->stage == STG_NONE)
+		staging_prepare(run);
+	/* else STG_PREP: staging_settle imports once the list is settled */
 }
 
 static void on_staging_imported(const struct ccclient_result *res, void *userdata)

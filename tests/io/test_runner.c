@@ -954,6 +954,27 @@ static void test_mirror_staging(void **state)
 	assert_int_equal(list_count(f->list_id), 300);
 	assert_staging_empty(f);
 	assert_int_equal(qint(f, "SELECT count(*) FROM mirror_staging"), 1);
+
+	/* The final empty fails again, and the next run has nobody leaving: it settles the
+	 * staging list while it plans (wait, empty), though it removes nothing. */
+	faults("{\"activity_outcome\":{\"state\":\"failed\",\"kind\":\"remove\","
+	       "\"skip\":1}}");
+	leave(f, 101, 102);
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.removed, 2);
+	assert_int_equal(qint(f, "SELECT dirty FROM mirror_staging"), 1);
+	exec(f, "UPDATE profiles SET attributes = json_set(attributes, '$.first', 'W') "
+		"WHERE profile_id = 'p0000250'");
+	reset_stats();
+	(void)run_export(f, NULL);
+	assert_int_equal(f->last.state, STORE_DATA_RUN_SUCCEEDED);
+	assert_int_equal(f->last.counters.sent, 1);
+	assert_int_equal(f->last.counters.removed, 0);
+	assert_int_equal(fstat_("requests_by_kind/remove"), 1); /* the empty only */
+	assert_int_equal(qint(f, "SELECT dirty + pending_is_empty FROM mirror_staging"), 0);
+	assert_staging_empty(f);
+	assert_int_equal(list_count(f->list_id), 298);
 	assert_int_equal(fstat_("problems_count"), 0);
 	unsetenv("CCSYNC_TEST_MEMBER_PAGES_MAX");
 }
