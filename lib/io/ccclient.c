@@ -2116,6 +2116,24 @@ void ccclient_forget_connection(struct ccclient *c, int64_t connection_id)
 
 /* ------------------------------------------------------------------ public: endpoints */
 
+/* The connection a request is for, unless the client is stopping. */
+static int conn_open(struct ccclient *c, int64_t connection_id, struct conn **ret, char *err,
+		     size_t errlen)
+{
+	if (c->closing)
+		return set_error(err, errlen, -ESHUTDOWN,
+				 "the Constant Contact client is stopping");
+	return conn_get(c, connection_id, ret, err, errlen);
+}
+
+static int call_conn(struct ccclient *c, const struct ccclient_call *call, struct conn **ret,
+		     char *err, size_t errlen)
+{
+	if (!call)
+		return set_error(err, errlen, -EINVAL, "no connection given");
+	return conn_open(c, call->connection_id, ret, err, errlen);
+}
+
 static int check_call(struct ccclient *c, const struct ccclient_call *call, struct conn **ret,
 		      char *err, size_t errlen)
 {
@@ -2123,12 +2141,7 @@ static int check_call(struct ccclient *c, const struct ccclient_call *call, stru
 	char when[32];
 	int r;
 
-	if (c->closing)
-		return set_error(err, errlen, -ESHUTDOWN,
-				 "the Constant Contact client is stopping");
-	if (!call)
-		return set_error(err, errlen, -EINVAL, "no connection given");
-	r = conn_get(c, call->connection_id, &cn, err, errlen);
+	r = call_conn(c, call, &cn, err, errlen);
 	if (r < 0)
 		return r;
 	if (cn->state == STORE_AUTH_NEEDS_REAUTH) {
@@ -2422,12 +2435,7 @@ int ccclient_device_authorize(struct ccclient *c, const struct ccclient_call *ca
 	struct req *r;
 	int ret;
 
-	if (c->closing)
-		return set_error(err, errlen, -ESHUTDOWN,
-				 "the Constant Contact client is stopping");
-	if (!call)
-		return set_error(err, errlen, -EINVAL, "no connection given");
-	ret = conn_get(c, call->connection_id, &cn, err, errlen);
+	ret = call_conn(c, call, &cn, err, errlen);
 	if (ret < 0)
 		return ret;
 	if (cn->flow != STORE_AUTH_FLOW_DEVICE)
@@ -2472,10 +2480,7 @@ int ccclient_authorize_url(struct ccclient *c, int64_t connection_id, const char
 	bool pkce;
 	int r;
 
-	if (c->closing)
-		return set_error(err, errlen, -ESHUTDOWN,
-				 "the Constant Contact client is stopping");
-	r = conn_get(c, connection_id, &cn, err, errlen);
+	r = conn_open(c, connection_id, &cn, err, errlen);
 	if (r < 0)
 		return r;
 	if (cn->flow == STORE_AUTH_FLOW_DEVICE)
@@ -2534,12 +2539,7 @@ int ccclient_authorize_finish(struct ccclient *c, const struct ccclient_call *ca
 	struct req *r;
 	int ret;
 
-	if (c->closing)
-		return set_error(err, errlen, -ESHUTDOWN,
-				 "the Constant Contact client is stopping");
-	if (!call)
-		return set_error(err, errlen, -EINVAL, "no connection given");
-	ret = conn_get(c, call->connection_id, &cn, err, errlen);
+	ret = call_conn(c, call, &cn, err, errlen);
 	if (ret < 0)
 		return ret;
 	if (!cn->pending_state || store_now() >= cn->pending_expires_at) {

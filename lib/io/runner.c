@@ -1718,6 +1718,22 @@ static void on_pass1(struct run *run)
  */
 static void on_members_page(const struct ccclient_result *res, void *userdata);
 
+/* Common head of the list page callbacks: the page, or NULL when the run stopped (meanwhile or
+ * now, on an error named by what). */
+static const struct ccapi_contact_page *page_result(struct run *run,
+						    const struct ccclient_result *res,
+						    const char *what)
+{
+	if (request_end(run) || run->stop != STOP_NONE)
+		return NULL;
+	if (res->error < 0 || !res->contacts) {
+		run_stop(run, STOP_FAIL, res->error < 0 ? res->error : -EBADMSG, "%s: %s", what,
+			 res->message[0] ? res->message : strerror(-res->error));
+		return NULL;
+	}
+	return res->contacts;
+}
+
 static void members_fetch(struct run *run)
 {
 	list_page_fetch(run, run->list_id, on_members_page, "reading the list's members failed");
@@ -1726,17 +1742,12 @@ static void members_fetch(struct run *run)
 static void on_members_page(const struct ccclient_result *res, void *userdata)
 {
 	struct run *run = userdata;
-	const struct ccapi_contact_page *pg = res->contacts;
+	const struct ccapi_contact_page *pg = page_result(run, res,
+							 "reading the list's members failed");
 	int r;
 
-	if (request_end(run) || run->stop != STOP_NONE)
+	if (!pg)
 		goto out;
-	if (res->error < 0 || !pg) {
-		run_stop(run, STOP_FAIL, res->error < 0 ? res->error : -EBADMSG,
-			 "reading the list's members failed: %s",
-			 res->message[0] ? res->message : strerror(-res->error));
-		goto out;
-	}
 	for (size_t i = 0; i < pg->n; i++) {
 		if (!pg->contacts[i].email)
 			continue;
@@ -2339,17 +2350,12 @@ static void removal_page_fetch(struct run *run)
 static void on_removal_page(const struct ccclient_result *res, void *userdata)
 {
 	struct run *run = userdata;
-	const struct ccapi_contact_page *pg = res->contacts;
+	const struct ccapi_contact_page *pg =
+		page_result(run, res, "reading the list to find contacts to remove");
 	int r;
 
-	if (request_end(run) || run->stop != STOP_NONE)
+	if (!pg)
 		goto out;
-	if (res->error < 0 || !pg) {
-		run_stop(run, STOP_FAIL, res->error < 0 ? res->error : -EBADMSG,
-			 "reading the list to find contacts to remove: %s",
-			 res->message[0] ? res->message : strerror(-res->error));
-		goto out;
-	}
 	for (size_t i = 0; i < pg->n; i++) {
 		struct departed *d;
 
