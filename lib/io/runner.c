@@ -764,6 +764,19 @@ static void planner_step_encode(struct planner *pl)
 			/* The single pass of a mirror run (two-pass runs spool in pass 1). */
 			if (planner_spool_depart(pl, it) < 0)
 				goto fail;
+			/* Every member is read: the contacts encoded so far go out now, so that
+			 * their import runs while the rest of sync_state is searched for the
+			 * departed, instead of after it. */
+			if (!done && cur->n_c > 0) {
+				r = batch_seal(pl, cur);
+				if (r < 0)
+					goto oom;
+				done = cur;
+				cur = batch_new(pl);
+				if (!cur)
+					goto oom;
+				break;
+			}
 			continue;
 		}
 		if (it->kind == PLAN_ITEM_REJECT) {
