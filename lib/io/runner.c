@@ -710,6 +710,18 @@ static int batch_seal(struct planner *pl, struct batch *b)
 	return ccapi_import_finish(pl->enc, &b->body, &b->len);
 }
 
+/* Seals *cur as the batch to hand out (*done) and opens the next one in *cur. */
+static int batch_cut(struct planner *pl, struct batch **cur, struct batch **done)
+{
+	int r = batch_seal(pl, *cur);
+
+	if (r < 0)
+		return r;
+	*done = *cur;
+	*cur = batch_new(pl);
+	return *cur ? 0 : -ENOMEM;
+}
+
 /*
  * Fills the next batch. A batch is cut when the encoder says it is full; the contact that did
  * not fit opens the next batch, which stays in pl->building for the next step. Contacts the
@@ -768,12 +780,7 @@ static void planner_step_encode(struct planner *pl)
 			 * their import runs while the rest of sync_state is searched for the
 			 * departed, instead of after it. */
 			if (!done && cur->n_c > 0) {
-				r = batch_seal(pl, cur);
-				if (r < 0)
-					goto oom;
-				done = cur;
-				cur = batch_new(pl);
-				if (!cur)
+				if (batch_cut(pl, &cur, &done) < 0)
 					goto oom;
 				break;
 			}
@@ -792,12 +799,7 @@ static void planner_step_encode(struct planner *pl)
 		}
 		r = batch_encode(pl, cur, it, inner, sizeof(inner));
 		if (r == -ENOSPC && !done) {
-			r = batch_seal(pl, cur);
-			if (r < 0)
-				goto oom;
-			done = cur;
-			cur = batch_new(pl);
-			if (!cur)
+			if (batch_cut(pl, &cur, &done) < 0)
 				goto oom;
 			r = batch_encode(pl, cur, it, inner, sizeof(inner));
 		}
